@@ -1,0 +1,30 @@
+"""The user-sequence record kept in the online store (pure core: no Feast import)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+USER_SEQUENCE_VIEW = "user_sequence"
+USER_SEQUENCE_PUSH = "user_sequence_push"
+USER_SEQUENCE_SERVICE = "user_sequence_service"
+FEATURES = ("tokens", "event_count", "last_event_ms", "pushed_ms")
+
+
+@dataclass
+class UserSequence:
+    """A user's token window: `s1 s2 s3 s4 action` per event, oldest first, trimmed to the configured window.
+
+    `event_count` counts every event ever appended (not only those still in the window); `last_event_ms` is
+    the newest event's time and `pushed_ms` when this row was written, so freshness is a metric, not a guess.
+    """
+
+    user_id: str
+    tokens: list[int] = field(default_factory=list)
+    event_count: int = 0
+    last_event_ms: int = 0
+    pushed_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user_id, str) or not self.user_id:
+            raise ValueError(f"user_id must be a non-empty string, got {self.user_id!r}")
+        if any((not isinstance(t, int)) or t < 0 for t in self.tokens):
+            raise ValueError(f"tokens of user {self.user_id!r} must be non-negative ints")

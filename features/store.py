@@ -1,0 +1,113 @@
+"""A small typed facade over Feast for user sequences (the adapter of the features room).
+
+`write_repo` lays out a Feast repository (feature_store.yaml generated from settings + the definitions in
+`features/repo/definitions.py`), `UserSequenceStore.apply()` registers it (what `feast apply` does), `push`
+writes rows to the online store through the push source, and `read` fetches them back.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from features.sequences import (FEATURES, USER_SEQUENCE_PUSH, USER_SEQUENCE_SERVICE, USER_SEQUENCE_VIEW,
+                                UserSequence)
+from features.settings import FeatureSettings
+
+DEFINITIONS = Path(__file__).with_name("repo") / "definitions.py"
+
+
+def feature_store_yaml(repo_dir: Path, settings: FeatureSettings) -> str:
+    if settings.online_store == "redis":
+        url = settings.redis_url.removeprefix("redis://").rstrip("/")
+        online = f"online_store:\n  type: redis\n  connection_string: \"{url}\"\n"
+    else:
+        online = f"online_store:\n  type: sqlite\n  path: {repo_dir / 'data' / 'online_store.db'}\n"
+    return (
+        f"project: {settings.feast_project}\n"
+        f"registry: {repo_dir / 'data' / 'registry.db'}\n"
+        "provider: local\n"
+        f"{online}"
+        "offline_store:\n  type: file\n"
+        "entity_key_serialization_version: 3\n"
+    )
+
+
+def write_repo(repo_dir: Path, settings: FeatureSettings | None = None) -> Path:
+    """Create (or refresh) a Feast repository folder that `feast -c <repo_dir> apply` accepts."""
+    settings = settings or FeatureSettings()
+    repo_dir = Path(repo_dir).resolve()
+    (repo_dir / "data").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "feature_store.yaml").write_text(feature_store_yaml(repo_dir, settings))
+    shutil.copyfile(DEFINITIONS, repo_dir / "definitions.py")
+    return repo_dir
+
+
+class UserSequenceStore:
+    def __init__(self, settings: FeatureSettings | None = None, repo_dir: Path | None = None):
+        self.settings = settings or FeatureSettings()
+        self.repo_dir = write_repo(Path(repo_dir or self.settings.feast_repo_path), self.settings)
+        # import feast here: it takes seconds and switches prometheus-client into multiprocess mode
+        from feast import FeatureStore
+
+        self._fs = FeatureStore(repo_path=str(self.repo_dir))
+        self._refs = [f"{USER_SEQUENCE_VIEW}:{name}" for name in FEATURES]
+
+    @property
+    def feature_store(self):
+        return self._fs
+
+    def apply(self) -> None:
+        """Register the entity, feature view, push source and feature service (idempotent)."""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("sidstream_feast_definitions", self.repo_dir / "definitions.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self._fs.apply([module.user, module.user_sequence_push, module.user_sequence, module.user_sequence_service])
+
+    def push(self, sequences: Iterable[UserSequence]) -> int:
+        """Write rows to the online store; the newest row per user wins. Returns the number of rows pushed."""
+        import pandas as pd
+        from feast.data_source import PushMode
+
+        rows = list(sequences)
+        if not rows:
+            return 0
+        now_ms = int(time.time() * 1000)
+        frame = pd.DataFrame({
+            "user_id": [r.user_id for r in rows],
+            "tokens": [list(map(int, r.tokens)) for r in rows],
+            "event_count": [int(r.event_count) for r in rows],
+            "last_event_ms": [int(r.last_event_ms) for r in rows],
+            "pushed_ms": [int(r.pushed_ms or now_ms) for r in rows],
+            # Feast keeps the row with the newest event timestamp per entity.
+            "event_timestamp": pd.to_datetime([max(r.last_event_ms, 0) for r in rows], unit="ms", utc=True),
+        })
+        self._fs.push(USER_SEQUENCE_PUSH, frame, to=PushMode.ONLINE)
+        return len(rows)
+
+    def read(self, user_ids: Sequence[str]) -> dict[str, UserSequence | None]:
+        """Fetch rows; a user never pushed maps to None."""
+        if not user_ids:
+            return {}
+        result = self._fs.get_online_features(
+            features=self._refs, entity_rows=[{"user_id": str(u)} for u in user_ids]).to_dict()
+        out: dict[str, UserSequence | None] = {}
+        for i, user_id in enumerate(result["user_id"]):
+            tokens = result["tokens"][i]
+            if tokens is None and result["event_count"][i] is None:
+                out[user_id] = None
+                continue
+            out[user_id] = UserSequence(
+                user_id=user_id,
+                tokens=[int(t) for t in (tokens or [])],
+                event_count=int(result["event_count"][i] or 0),
+                last_event_ms=int(result["last_event_ms"][i] or 0),
+                pushed_ms=int(result["pushed_ms"][i] or 0),
+            )
+        return out
+
+    def feature_service(self):
+        return self._fs.get_feature_service(USER_SEQUENCE_SERVICE)
