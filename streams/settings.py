@@ -21,3 +21,12 @@ class StreamSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"  # where `sidstream up` puts its broker
     topics: Topics = Topics()
     partitions: int = 4
+
+
+class WorkerSettings(StreamSettings):
+    app_id: str = "sidstream-streams"
+    faust_datadir: str = "var/faust"
+    window_events: int = 50  # events kept per user sequence
+    unknown_item_wait_s: float = 2.0  # how long an interaction waits for its item before it is dead-lettered
+    feast_flush_interval_s: float = 0.05  # micro-batch period of pushes to the Feast online store
+    feast_flush_rows: int = 1000

@@ -1,0 +1,85 @@
+"""Wiring of the stream worker: the Faust app from `streams/` with the Feast facade from `features/` and the
+Qdrant store and content encoder from `catalogue/` plugged in."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+
+def make_item_encoder(catalogue):
+    """New items are embedded the way the catalogue was built: MiniLM text when it was a text catalogue,
+    otherwise (collaborative catalogues: no interactions exist yet for a new item) a deterministic hashed
+    vector, which still lands in real, shared codes of the frozen codebooks."""
+    from catalogue.encoder import TEXT_MODEL, hashed_vector, item_text
+
+    dim = catalogue.tokenizer.dim
+    if catalogue.info.get("embedding_model") == TEXT_MODEL:
+        from catalogue.encoder import TextEncoder
+
+        encoder = {}
+
+        def encode(item: dict):
+            text = item_text(item)
+            if not text:
+                return hashed_vector(item["item_id"], dim)
+            if "model" not in encoder:
+                encoder["model"] = TextEncoder()
+            return encoder["model"].encode([text], progress=False)[0]
+        return encode
+    return lambda item: hashed_vector(item["item_id"], dim)
+
+
+def build_worker_app(catalogue_dir: Path, index_items: bool = True):
+    from catalogue.catalogue import ItemCatalogue
+    from catalogue.settings import CatalogueSettings
+    from features.settings import FeatureSettings
+    from features.store import UserSequenceStore
+    from streams.settings import WorkerSettings
+    from streams.topics import ensure_topics
+    from streams.worker import build_app
+
+    settings = WorkerSettings()
+    ensure_topics(settings)
+    catalogue = ItemCatalogue.load(catalogue_dir)
+    store = UserSequenceStore(FeatureSettings())
+    store.apply()
+    index = None
+    if index_items:
+        from catalogue.qdrant_store import QdrantItemStore
+
+        qdrant = QdrantItemStore.from_settings(catalogue.tokenizer.dim, CatalogueSettings())
+
+        def index(item_id, vector, codes, meta):
+            qdrant.upsert(item_id, np.asarray(vector, dtype=np.float32), codes, meta)
+    return build_app(settings, catalogue, store, encode_item=make_item_encoder(catalogue), index_item=index)
+
+
+def run_worker(catalogue_dir: Path, loglevel: str = "warning", index_items: bool = True) -> int:
+    import faust
+
+    app = build_worker_app(catalogue_dir, index_items=index_items)
+    logging.getLogger("sidstream").setLevel(logging.INFO)
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()
+    return 0
+
+
+def register(commands, bench) -> None:
+    worker = commands.add_parser("worker", help="run the faust-streaming worker (interactions and items agents)")
+    worker.add_argument("--catalogue", type=Path, default=None,
+                        help="catalogue folder from `sidstream catalogue build` (default: SIDSTREAM_CATALOGUE_DIR)")
+    worker.add_argument("--loglevel", default="warning")
+    worker.add_argument("--no-qdrant", action="store_true", help="do not index new items in Qdrant")
+    worker.set_defaults(func=cmd_worker)
+
+
+def cmd_worker(args) -> int:
+    from catalogue.settings import CatalogueSettings
+    from deploy.errors import CommandError
+
+    catalogue_dir = args.catalogue or CatalogueSettings().catalogue_dir
+    if not (Path(catalogue_dir) / "manifest.json").is_file():
+        raise CommandError(f"no catalogue at {catalogue_dir}: build one with `sidstream catalogue build`")
+    return run_worker(Path(catalogue_dir), loglevel=args.loglevel, index_items=not args.no_qdrant)

@@ -1,0 +1,132 @@
+"""Event schemas on the wire (pydantic v2, JSON, versioned by `schema_version`).
+
+Every message sidstream writes carries the timestamps of the hops it passed, so freshness is measured:
+an interaction's `ts` (event time) and `produced_ms`; a training example's `appended_ms`; a catalogue entry's
+`item_produced_ms` and `assigned_ms`.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class InteractionEvent(_Event):
+    """A user did something to an item. Keyed by user id on the `interactions` topic."""
+
+    event_id: str = Field(min_length=1, max_length=200)
+    user_id: str = Field(min_length=1, max_length=200)
+    item_id: str = Field(min_length=1, max_length=200)
+    action: str = Field(min_length=1, max_length=64)
+    ts: float = Field(ge=0, description="event time, seconds since the epoch")
+    context: dict[str, str] | None = None
+    produced_ms: int | None = Field(default=None, ge=0, description="when the producer sent it")
+
+    @field_validator("event_id", "user_id", "item_id", "action")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class ItemEvent(_Event):
+    """A new or updated catalogue item. Keyed by item id on the `items` topic."""
+
+    item_id: str = Field(min_length=1, max_length=200)
+    title: str = ""
+    brand: str = ""
+    categories: list[str] = Field(default_factory=list)
+    price: float | None = None
+    text: str = ""
+    ts: float = Field(ge=0)
+    produced_ms: int | None = Field(default=None, ge=0)
+
+    @field_validator("item_id")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    def as_item(self) -> dict[str, Any]:
+        """The item dict the catalogue's content encoder reads."""
+        return {"item_id": self.item_id, "title": self.title, "brand": self.brand,
+                "categories": list(self.categories), "price": self.price, "text": self.text}
+
+
+class CatalogueEntry(_Event):
+    """An item's SID. Keyed by item id on the compacted `catalogue` topic; `sid` is None for a removal."""
+
+    item_id: str
+    sid: list[int] | None
+    catalogue_version: str
+    item_produced_ms: int | None = None
+    assigned_ms: int
+
+
+class TrainingExample(_Event):
+    """A user's token window right after an event. Keyed by user id on the `training` topic."""
+
+    user_id: str
+    tokens: list[int]
+    event_id: str
+    event_count: int
+    event_ms: int
+    produced_ms: int | None = None
+    appended_ms: int
+
+
+class DeadLetter(BaseModel):
+    """What could not be processed, with the reason; the original bytes are kept (base64) so nothing is lost."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    value_b64: str
+    failed_ms: int
+
+    @classmethod
+    def of(cls, reason: str, raw: bytes | str | Any, source_topic: str, key: str | bytes | None = None,
+           partition: int | None = None, offset: int | None = None) -> "DeadLetter":
+        if isinstance(raw, str):
+            raw = raw.encode()
+        elif not isinstance(raw, (bytes, bytearray)):
+            raw = json.dumps(raw, default=str).encode()
+        if isinstance(key, bytes):
+            key = key.decode(errors="replace")
+        return cls(reason=reason[:1000], source_topic=source_topic, partition=partition, offset=offset, key=key,
+                   value_b64=base64.b64encode(bytes(raw)).decode(), failed_ms=now_ms())
+
+    def original(self) -> bytes:
+        return base64.b64decode(self.value_b64)
+
+
+def parse(model: type[BaseModel], raw: bytes | str | dict) -> BaseModel:
+    """Parse a wire value; raises ValueError with one readable reason (the dead-letter reason)."""
+    try:
+        if isinstance(raw, dict):
+            return model.model_validate(raw)
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "value"
+        raise ValueError(f"invalid {model.__name__}: {where}: {first.get('msg')} "
+                         f"({exc.error_count()} error{'s' if exc.error_count() > 1 else ''})") from None

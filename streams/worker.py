@@ -1,0 +1,264 @@
+"""The faust-streaming app of sidstream (the streams room's adapter to Kafka).
+
+Agents:
+- interactions: validate, look up the item's SID, append `SID tokens + action` to the user's sequence in a
+  Faust table (its changelog lives in Kafka), emit the window to `training`, and queue the row for the Feast
+  online store, which a timer pushes in micro-batches.
+- items: validate, encode the content, give the item a SID with the frozen codebooks, index it (Qdrant), and
+  append the SID to the compacted `catalogue` topic.
+A background follower reads the `catalogue` topic so every worker knows every item's SID.
+
+Delivery is at-least-once with idempotent appends: each user's state remembers its recent event ids, so a
+redelivered event is skipped. After every rebalance (a restart included) the worker re-pushes the rows of the
+partitions it now owns to Feast, so an offset committed before its Feast push was flushed loses nothing.
+Invalid input never stops the worker: it goes to `dead-letters` with the reason and the original bytes.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from catalogue.catalogue import ItemCatalogue
+from features.sequences import UserSequence
+from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, TrainingExample, now_ms,
+                             parse)
+from streams.sequencer import SequenceState, append_event, event_tokens
+from streams.settings import WorkerSettings
+
+log = logging.getLogger("sidstream.streams")
+
+
+class SequenceSink(Protocol):
+    def push(self, rows: Sequence[UserSequence]) -> int: ...
+
+
+# (item_id, embedding, sid codes, item dict) -> None: indexes a newly assigned item (Qdrant in production)
+ItemIndexer = Callable[[str, Any, tuple, dict], None]
+# item dict -> embedding vector for the frozen codebooks
+ItemEncoder = Callable[[dict], Any]
+
+
+@dataclass
+class WorkerStats:
+    interactions: int = 0
+    appended: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    items: int = 0
+    pushed_rows: int = 0
+    pushes: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class CatalogueView:
+    """The item -> SID map every worker needs, kept current from the `catalogue` topic.
+
+    The follower thread writes, agents read; a lock covers the trie because the items agent places new items
+    into the same catalogue (a plain dict read needs no lock in CPython).
+    """
+
+    def __init__(self, catalogue: ItemCatalogue):
+        self.catalogue = catalogue
+        self.lock = threading.Lock()
+        self.sid_of: dict[str, tuple[int, ...]] = {}
+        ids, codes = catalogue.codes_matrix()
+        for item_id, row in zip(ids, codes.tolist()):
+            self.sid_of[item_id] = tuple(row)
+
+    def apply(self, entry: CatalogueEntry) -> None:
+        with self.lock:
+            if entry.sid is None:
+                self.sid_of.pop(entry.item_id, None)
+                if entry.item_id in self.catalogue:
+                    self.catalogue.remove_item(entry.item_id)
+                return
+            codes = tuple(entry.sid)
+            if self.catalogue.trie.item_at(codes) not in (None, entry.item_id):
+                log.warning("catalogue entry %s collides with %s; keeping the first", entry.item_id,
+                            self.catalogue.trie.item_at(codes))
+                return
+            self.catalogue.trie.insert(entry.item_id, codes)
+            self.sid_of[entry.item_id] = codes
+
+
+def follow_catalogue(view: CatalogueView, settings: WorkerSettings, stop: threading.Event,
+                     caught_up: threading.Event) -> None:
+    """Read the whole `catalogue` topic from the beginning, then keep following it (a thread)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                             group_id=None, client_id="sidstream-catalogue-follower")
+    try:
+        partitions = consumer.partitions_for_topic(settings.topics.catalogue) or {0}
+        tps = [TopicPartition(settings.topics.catalogue, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    try:
+                        view.apply(parse(CatalogueEntry, record.value))
+                    except ValueError as exc:
+                        log.warning("skipping a bad catalogue entry at offset %s: %s", record.offset, exc)
+            if not caught_up.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
+                caught_up.set()
+    finally:
+        consumer.close()
+
+
+def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink: SequenceSink,
+              encode_item: ItemEncoder | None = None, index_item: ItemIndexer | None = None):
+    """Assemble the Faust app. Sinks are injected by `deploy/` (Feast facade, Qdrant store)."""
+    import faust
+
+    vocab = catalogue.vocab
+    topics = settings.topics
+    app = faust.App(settings.app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}",
+                    datadir=settings.faust_datadir, topic_partitions=settings.partitions, web_enabled=False,
+                    broker_commit_interval=1.0, producer_linger_ms=5)
+    interactions_topic = app.topic(topics.interactions, key_serializer="raw", value_serializer="raw")
+    items_topic = app.topic(topics.items, key_serializer="raw", value_serializer="raw")
+    training_topic = app.topic(topics.training, key_serializer="raw", value_serializer="raw")
+    catalogue_topic = app.topic(topics.catalogue, key_serializer="raw", value_serializer="raw")
+    dead_topic = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
+    # keys are user ids (raw bytes on the changelog), values JSON (the app's default value serializer)
+    sequences = app.Table("user-sequences", partitions=settings.partitions, key_type=str)
+
+    view = CatalogueView(catalogue)
+    stats = WorkerStats()
+    pending: dict[str, UserSequence] = {}
+    resync = {"needed": False}
+    stop_follower, caught_up = threading.Event(), threading.Event()
+    app.sidstream = {"stats": stats, "view": view, "pending": pending, "caught_up": caught_up}
+
+    async def dead_letter(reason: str, event) -> None:
+        stats.dead_letters += 1
+        kind = reason.split(":", 1)[0]
+        stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
+        msg = event.message
+        letter = DeadLetter.of(reason, msg.value or b"", msg.topic, key=msg.key, partition=msg.partition,
+                               offset=msg.offset)
+        await dead_topic.send(key=msg.key, value=letter.model_dump_json().encode())
+
+    async def sid_for(item_id: str) -> tuple[int, ...] | None:
+        codes = view.sid_of.get(item_id)
+        deadline = time.monotonic() + settings.unknown_item_wait_s
+        while codes is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the item may be on its way through the items agent
+            codes = view.sid_of.get(item_id)
+        return codes
+
+    @app.agent(interactions_topic)
+    async def interactions(stream):
+        async for event in stream.events():
+            stats.interactions += 1
+            try:
+                ev = parse(InteractionEvent, event.message.value or b"")
+            except ValueError as exc:
+                await dead_letter(f"malformed: {exc}", event)
+                continue
+            key = (event.message.key or b"").decode(errors="replace")
+            if key != ev.user_id:
+                # the topic is partitioned by user: a wrong key would put the user's state in two partitions
+                await dead_letter(f"bad key: message key {key!r} is not the user_id {ev.user_id!r}", event)
+                continue
+            if ev.action not in vocab.actions:
+                await dead_letter(f"unknown action: {ev.action!r} (known: {', '.join(vocab.actions)})", event)
+                continue
+            if ev.context and any(c not in vocab.contexts for c in ev.context.values()):
+                await dead_letter(f"unknown context: {ev.context}", event)
+                continue
+            codes = await sid_for(ev.item_id)
+            if codes is None:
+                await dead_letter(f"unknown item: {ev.item_id!r} not in the catalogue after "
+                                  f"{settings.unknown_item_wait_s:g} s", event)
+                continue
+            state = SequenceState.from_json(sequences.get(ev.user_id))
+            tokens = event_tokens(vocab, codes, ev.action, tuple(ev.context.values()) if ev.context else ())
+            event_ms = int(ev.ts * 1000)
+            if not append_event(state, ev.event_id, tokens, event_ms, settings.window_events):
+                stats.duplicates += 1
+                continue
+            stats.appended += 1
+            # the partition rides along so a resync after a rebalance pushes only the users this worker owns
+            sequences[ev.user_id] = {**state.to_json(), "partition": event.message.partition}
+            appended = now_ms()
+            pending[ev.user_id] = UserSequence(ev.user_id, list(state.tokens), state.event_count,
+                                               state.last_event_ms, 0)
+            example = TrainingExample(user_id=ev.user_id, tokens=state.tokens, event_id=ev.event_id,
+                                      event_count=state.event_count, event_ms=event_ms,
+                                      produced_ms=ev.produced_ms, appended_ms=appended)
+            await training_topic.send(key=ev.user_id.encode(), value=example.model_dump_json().encode())
+            if len(pending) >= settings.feast_flush_rows:
+                await flush()
+
+    @app.agent(items_topic)
+    async def items(stream):
+        async for event in stream.events():
+            try:
+                item = parse(ItemEvent, event.message.value or b"")
+            except ValueError as exc:
+                await dead_letter(f"malformed: {exc}", event)
+                continue
+            try:
+                vector = encode_item(item.as_item()) if encode_item else None
+                if vector is None:
+                    raise ValueError("no encoder configured for new items")
+                with view.lock:
+                    codes = catalogue.add_item(item.item_id, vector)
+            except ValueError as exc:  # includes SuffixSpaceExhausted and NaN embeddings
+                await dead_letter(f"unassignable item: {exc}", event)
+                continue
+            view.sid_of[item.item_id] = codes
+            stats.items += 1
+            if index_item is not None:
+                await asyncio.get_running_loop().run_in_executor(None, index_item, item.item_id, vector, codes,
+                                                                 item.as_item())
+            entry = CatalogueEntry(item_id=item.item_id, sid=list(codes), catalogue_version=catalogue.version,
+                                   item_produced_ms=item.produced_ms, assigned_ms=now_ms())
+            await catalogue_topic.send(key=item.item_id.encode(), value=entry.model_dump_json().encode())
+
+    push_lock = asyncio.Lock()
+
+    async def flush() -> None:
+        async with push_lock:
+            if resync["needed"]:
+                resync["needed"] = False
+                owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.interactions}
+                for user, value in list(sequences.items()):
+                    if value and value.get("partition") in owned and user not in pending:
+                        s = SequenceState.from_json(value)
+                        pending[user] = UserSequence(user, s.tokens, s.event_count, s.last_event_ms, 0)
+            if not pending:
+                return
+            rows = list(pending.values())
+            pending.clear()
+            await asyncio.get_running_loop().run_in_executor(None, sequence_sink.push, rows)
+            stats.pushed_rows += len(rows)
+            stats.pushes += 1
+
+    @app.timer(interval=settings.feast_flush_interval_s)
+    async def flush_timer():
+        await flush()
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalance(sender, **kwargs):
+        resync["needed"] = True
+
+    @app.task
+    async def start_follower():
+        thread = threading.Thread(target=follow_catalogue, args=(view, settings, stop_follower, caught_up),
+                                  name="catalogue-follower", daemon=True)
+        thread.start()
+
+    @app.timer(interval=10.0)
+    async def report():
+        log.warning("stats %s", json.dumps(stats.__dict__))
+
+    return app

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from catalogue.encoder import (collaborative_embeddings, cooccurrence, embed_catalogue, hashed_vector, item_text,
+                               neighbour_average, price_bucket)
+
+
+def test_item_text_fields_unescape_and_price_bucket():
+    item = {"item_id": "1", "title": "Salt &amp; Pepper  Scrub", "brand": "Acme",
+            "categories": ["Beauty", "Skin Care"], "price": 12.5}
+    assert item_text(item) == "Salt & Pepper Scrub. Brand: Acme. Category: Beauty > Skin Care. Price: $10 to $25"
+    assert price_bucket(None) is None and price_bucket(float("nan")) is None and price_bucket(3) == "under $5"
+    assert price_bucket(250) == "over $100"
+
+
+@pytest.mark.parametrize("item", [{"item_id": "1"}, {"item_id": "1", "title": "   "},
+                                  {"item_id": "1", "title": None, "brand": "Acme", "categories": ["Beauty"]}])
+def test_no_title_means_no_usable_text(item):
+    assert item_text(item) == ""
+
+
+def two_communities(n=20, users=200, seed=0):
+    rng = np.random.default_rng(seed)
+    a = [str(i) for i in range(n)]
+    b = [str(i) for i in range(n, 2 * n)]
+    seqs = {f"u{u}": list(rng.choice(a if u % 2 else b, size=6, replace=False)) for u in range(users)}
+    return seqs, a + b
+
+
+def test_cooccurrence_window_and_weights():
+    rows, cols, w = cooccurrence({"u": ["a", "b", "c"]}, {"a": 0, "b": 1, "c": 2}, window=1)
+    pairs = sorted(zip(rows.tolist(), cols.tolist()))
+    assert pairs == [(0, 1), (1, 0), (1, 2), (2, 1)] and (w == 1.0).all()
+
+
+def test_collaborative_embeddings_separate_communities():
+    seqs, ids = two_communities()
+    emb, has = collaborative_embeddings(seqs, ids, dim=8)
+    assert has.all() and emb.shape == (40, 8)
+    sim = emb @ emb.T
+    within = (sim[:20, :20].mean() + sim[20:, 20:].mean()) / 2
+    across = sim[:20, 20:].mean()
+    assert within > across + 0.3
+
+
+def test_neighbour_average_fills_only_missing_items():
+    seqs = {"u1": ["a", "x"], "u2": ["b", "x"], "u3": ["c", "d"]}
+    ids = ["a", "b", "c", "d", "x", "lonely"]
+    known = np.array([True, True, True, True, False, False])
+    vec = np.zeros((6, 2), dtype=np.float32)
+    vec[0], vec[1], vec[2], vec[3] = [1, 0], [1, 0], [0, 1], [0, 1]
+    out, got = neighbour_average(seqs, ids, known, vec)
+    assert got.tolist() == [True, True, True, True, True, False]
+    np.testing.assert_allclose(out[4], [1, 0], atol=1e-6)
+    np.testing.assert_array_equal(out[:4], vec[:4])
+
+
+class StubTextEncoder:
+    dim = 16
+
+    def encode(self, texts, batch_size=128, progress=True):
+        assert all(t.strip() for t in texts)  # empty texts must never reach the text encoder
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for r, t in enumerate(texts):
+            out[r, len(t) % self.dim] = 1.0
+        return out
+
+
+def test_embed_catalogue_routes_items_by_text_availability():
+    items = [{"item_id": str(i), "title": f"title {i}"} for i in range(8)]
+    items += [{"item_id": "8", "title": ""}, {"item_id": "9", "title": ""}]
+    seqs = {"u": ["0", "8", "1"]}
+    res = embed_catalogue(items, seqs, text_encoder_factory=StubTextEncoder, progress=False, log=lambda m: None)
+    src = dict(zip(res.item_ids, res.sources))
+    assert src["0"] == "text" and src["8"] == "cooccurrence" and src["9"] == "hash"
+    assert np.isfinite(res.vectors).all() and res.counts == {"text": 8, "cooccurrence": 1, "svd": 0, "hash": 1}
+    np.testing.assert_allclose(res.vectors[9], hashed_vector("9", 16))
+
+
+def test_embed_catalogue_without_text_uses_svd_and_without_anything_fails():
+    seqs, ids = two_communities()
+    res = embed_catalogue([], seqs, text_encoder_factory=None, collab_dim=8, progress=False, log=lambda m: None)
+    assert res.counts["svd"] == 40 and res.model.startswith("ppmi-svd")
+    with pytest.raises(ValueError, match="cannot embed"):
+        embed_catalogue([{"item_id": "1"}], None, log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_real_text_encoder_similar_titles_are_close():
+    from catalogue.encoder import TextEncoder
+
+    enc = TextEncoder()
+    v = enc.encode(["red nail polish", "crimson nail lacquer", "anti-dandruff shampoo"], progress=False)
+    assert v.shape == (3, 384)
+    assert v[0] @ v[1] > v[0] @ v[2]
+    with pytest.raises(ValueError, match="empty"):
+        enc.encode(["ok", ""])

@@ -1,0 +1,166 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from catalogue.trie import (IntHashTable, ReferenceTrie, SidCollisionError, SidTrie, TrieError, TrieStore,
+                            UnknownItemError)
+from catalogue.vocab import Vocabulary
+
+SMALL = Vocabulary(levels=2, codes_per_level=3, suffix_size=2)
+
+
+def all_prefixes(vocab, t):
+    sizes = vocab.level_sizes[:t]
+    rows = [[vocab.sid_token(level, c) for level, c in enumerate(p)] for p in itertools.product(*map(range, sizes))]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), t)
+
+
+def assert_same(trie, ref):
+    vocab = trie.vocab
+    assert len(trie) == len(ref.codes)
+    assert {i: trie.codes_of(i) for i in trie} == ref.codes
+    for t in range(vocab.sid_length):
+        prefixes = all_prefixes(vocab, t)
+        assert torch.equal(trie.next_token_mask(prefixes), ref.next_token_mask(prefixes)), f"mask differs at t={t}"
+        for row in prefixes.tolist():
+            codes = vocab.tokens_to_prefix(row)
+            assert trie.items_with_prefix(codes) == ref.items_with_prefix(codes)
+    for codes in itertools.product(*map(range, vocab.level_sizes)):
+        assert trie.item_at(codes) == ref.item_at(codes)
+
+
+ops = st.lists(st.tuples(st.sampled_from(["insert", "remove"]), st.integers(0, 7),
+                         st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 1))), max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+def test_trie_matches_reference(operations):
+    trie, ref = SidTrie(SMALL, capacity=4), ReferenceTrie(SMALL)
+    for op, item, codes in operations:
+        item = f"i{item}"
+        if op == "insert":
+            holder = ref.item_at(codes)
+            if holder is not None and holder != item:
+                with pytest.raises(SidCollisionError):
+                    trie.insert(item, codes)
+                continue
+            trie.insert(item, codes)
+            ref.insert(item, codes)
+        elif item in ref.codes:
+            trie.remove(item)
+            ref.remove(item)
+        else:
+            with pytest.raises(UnknownItemError):
+                trie.remove(item)
+    assert_same(trie, ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 1)), max_size=18))
+def test_bulk_build_equals_inserts(sids):
+    sids = sorted(sids)
+    ids = [f"x{k}" for k in range(len(sids))]
+    bulk = SidTrie.from_codes(SMALL, ids, np.array(sids, dtype=np.int64).reshape(len(sids), 3))
+    ref = ReferenceTrie(SMALL)
+    for item, codes in zip(ids, sids):
+        ref.insert(item, codes)
+    assert_same(bulk, ref)
+
+
+def test_reinsert_moves_item_and_same_sid_is_noop():
+    trie = SidTrie(SMALL)
+    trie.insert("a", (0, 1, 0))
+    trie.insert("a", (0, 1, 0))
+    assert len(trie) == 1
+    trie.insert("a", (2, 2, 1))
+    assert trie.item_at((0, 1, 0)) is None and trie.item_at((2, 2, 1)) == "a" and len(trie) == 1
+    mask = trie.next_token_mask(torch.zeros((1, 0), dtype=torch.long))
+    assert mask.nonzero()[:, 1].tolist() == [SMALL.sid_token(0, 2)]
+
+
+def test_unknown_or_invalid_prefix_gives_all_false_row():
+    trie = SidTrie(SMALL)
+    trie.insert("a", (1, 1, 0))
+    prefixes = torch.tensor([[SMALL.sid_token(0, 1)], [SMALL.sid_token(0, 0)], [0], [SMALL.sid_token(1, 1)]])
+    mask = trie.next_token_mask(prefixes)
+    assert mask[0].sum() == 1 and mask[0, SMALL.sid_token(1, 1)]
+    assert not mask[1:].any()
+    assert trie.items_with_prefix((0,)) == [] and trie.items_with_prefix((9, 9)) == []
+    assert trie.item_at((5, 5, 5)) is None
+
+
+def test_bad_arguments():
+    trie = SidTrie(SMALL)
+    with pytest.raises(TrieError):
+        trie.insert("a", (0, 0))
+    with pytest.raises(TrieError):
+        trie.insert("a", (0, 3, 0))
+    with pytest.raises(TrieError):
+        trie.insert("", (0, 0, 0))
+    with pytest.raises(TrieError):
+        trie.next_token_mask(torch.zeros((2, 3), dtype=torch.long))  # nothing left to generate
+    with pytest.raises(UnknownItemError):
+        trie.codes_of("nope")
+    with pytest.raises(SidCollisionError):
+        SidTrie.from_codes(SMALL, ["a", "b"], np.array([[0, 0, 0], [0, 0, 0]]))
+
+
+def test_free_suffix_and_exhaustion():
+    trie = SidTrie(SMALL)
+    assert trie.free_suffix((1, 2)) == 0
+    trie.insert("a", (1, 2, 0))
+    assert trie.free_suffix((1, 2)) == 1
+    trie.insert("b", (1, 2, 1))
+    assert trie.free_suffix((1, 2)) is None
+    trie.remove("a")
+    assert trie.free_suffix((1, 2)) == 0
+
+
+def test_hash_table_growth_and_vectorised_lookup():
+    table = IntHashTable(16)
+    rng = np.random.default_rng(0)
+    keys = rng.choice(10**12, size=5000, replace=False)
+    for k in keys[:2500]:
+        table.set(int(k), int(k) % 97)
+    table.bulk_set(keys[2500:], keys[2500:] % 97)
+    assert table.count == 5000
+    probe = np.concatenate([keys, keys + 10**12])
+    got = table.lookup(probe)
+    assert (got[:5000] == keys % 97).all() and (got[5000:] == -1).all()
+    assert table.get(int(keys[7])) == keys[7] % 97
+
+
+def test_snapshot_is_independent_and_store_swaps_and_rolls_back():
+    trie = SidTrie(SMALL)
+    trie.insert("a", (0, 0, 0))
+    store = TrieStore(trie)
+    v1 = store.active_version
+    trie.insert("b", (1, 1, 1))
+    assert "b" not in store.active  # the published copy did not change
+    v2 = store.publish(trie)
+    assert "b" in store.active and store.active_version == v2
+    assert store.rollback() == v1 and "b" not in store.active
+    store.swap(v2)
+    assert "b" in store.active
+    with pytest.raises(TrieError):
+        store.swap(99)
+
+
+def test_million_items_memory_and_mask(request):
+    # a smaller stand-in for the 1M benchmark that still exercises the hash tables at scale
+    from catalogue.bench import synthetic_sids
+
+    vocab = Vocabulary()
+    codes = synthetic_sids(100_000, vocab)
+    trie = SidTrie.from_codes(vocab, [str(i) for i in range(len(codes))], codes)
+    assert len(trie) == 100_000
+    assert trie.memory_bytes()["total"] / len(trie) < 400
+    ref_children = set(codes[codes[:, 0] == codes[0, 0], 1].tolist())
+    mask = trie.next_token_mask(torch.tensor([[vocab.sid_token(0, int(codes[0, 0]))]] * 64))
+    got = {t - vocab.level_offset(1) for t in mask[0].nonzero().flatten().tolist()}
+    assert got == ref_children and mask.shape == (64, vocab.size)

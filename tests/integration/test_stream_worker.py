@@ -1,0 +1,121 @@
+"""The stream worker on the real broker and a real Feast store: replayed Beauty interactions become exactly the
+token sequences built directly from the data; bad events are dead-lettered with reasons, none lost."""
+import json
+
+import pytest
+
+from features.store import UserSequenceStore
+from streams.producer import EventProducer
+from streams.replay import amazon_events
+from streams.schemas import ItemEvent
+from streams.sequencer import build_sequences
+from streams.topics import ensure_topics
+from tests.integration.stream_harness import (BEAUTY, StreamEnv, WorkerProcess, build_test_catalogue,
+                                              choose_users, dead_letter_reasons, read_topic, wait_for)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(not (BEAUTY / "sequences.txt").exists(), reason="needs ../shared/data")]
+
+REPLAY_EVENTS = 20_000
+
+
+@pytest.fixture(scope="module")
+def beauty(tmp_path_factory):
+    out = tmp_path_factory.mktemp("catalogue")
+    catalogue, sequences = build_test_catalogue(BEAUTY, out)
+    return out, catalogue, sequences
+
+
+def expected_states(catalogue, events, window):
+    sid_of = {item: catalogue.codes_of(item) for item in {e.item_id for e in events}}
+    rows = [(e.event_id, e.user_id, e.item_id, e.action, int(e.ts * 1000)) for e in events]
+    return build_sequences(catalogue.vocab, sid_of, rows, window)
+
+
+def mismatches(store: UserSequenceStore, expected) -> int:
+    got = store.read(list(expected))
+    return sum(1 for user, state in expected.items()
+               if got[user] is None or got[user].tokens != state.tokens or got[user].event_count != state.event_count)
+
+
+def test_replay_builds_exact_sequences_and_dead_letters_bad_events(services, beauty, tmp_path):
+    catalogue_dir, catalogue, sequences = beauty
+    env = StreamEnv(services.kafka_bootstrap, tmp_path)
+    settings = env.settings()
+    ensure_topics(settings)
+    users = choose_users(sequences, REPLAY_EVENTS)
+    events = list(amazon_events({u: sequences[u] for u in users}, limit=REPLAY_EVENTS))
+    assert len(events) == REPLAY_EVENTS
+
+    worker = WorkerProcess(env, catalogue_dir).start()
+    try:
+        producer = EventProducer(env.bootstrap)
+        topic = settings.topics.interactions
+        bad = [  # (key, raw value) -> reason prefix
+            ("u-bad", b"{not json", "malformed"),
+            ("u-bad", json.dumps({"event_id": "x1", "user_id": "u-bad", "ts": 1}).encode(), "malformed"),
+            ("u-bad", json.dumps({"event_id": "x2", "user_id": "u-bad", "item_id": "1", "action": "teleport",
+                                  "ts": 1}).encode(), "unknown action"),
+            ("u-bad", json.dumps({"event_id": "x3", "user_id": "u-bad", "item_id": "no-such-item",
+                                  "action": "click", "ts": 1}).encode(), "unknown item"),
+            ("someone-else", json.dumps({"event_id": "x4", "user_id": "u-bad", "item_id": "1", "action": "click",
+                                         "ts": 1}).encode(), "bad key"),
+        ]
+        for i, event in enumerate(events):
+            producer.send(topic, event)
+            if i % 4000 == 0:  # bad events mixed into the stream, not only at its end
+                for key, raw, _ in bad:
+                    producer.send(topic, raw, key=key)
+        producer.send(settings.topics.items, b"\x00\x01 not an item", key="broken-item")
+        producer.close()
+        n_bad = len(bad) * len(range(0, REPLAY_EVENTS, 4000)) + 1
+
+        expected = expected_states(catalogue, events, settings.window_events)
+        store = UserSequenceStore(env.feature_settings(), repo_dir=tmp_path / "feast")
+        wait_for(lambda: mismatches(store, expected) == 0 or f"{mismatches(store, expected)} mismatched users",
+                 240, "every user's Feast sequence to match", worker, interval=2.0)
+        wait_for(lambda: len(dead_letter_reasons(env.bootstrap, settings.topics.dead_letters)) >= n_bad
+                 or len(dead_letter_reasons(env.bootstrap, settings.topics.dead_letters)),
+                 60, "the dead letters", worker)
+        assert worker.alive(), "the worker must survive bad data"
+    finally:
+        worker.stop()
+
+    reasons = dead_letter_reasons(env.bootstrap, settings.topics.dead_letters)
+    assert len(reasons) == n_bad
+    rounds = len(range(0, REPLAY_EVENTS, 4000))
+    for prefix in {p for _, _, p in bad}:
+        expected_count = rounds * sum(p == prefix for _, _, p in bad) + (prefix == "malformed")  # + the bad item
+        assert sum(r.startswith(prefix) for r in reasons) == expected_count, prefix
+    assert sum(r.startswith("malformed: invalid ItemEvent") for r in reasons) == 1
+    # every good event produced one training example, in user order
+    training = read_topic(env.bootstrap, settings.topics.training, timeout_s=30)
+    assert len(training) == REPLAY_EVENTS
+    assert mismatches(store, expected) == 0
+
+
+def test_new_item_gets_a_sid_and_becomes_usable(services, beauty, tmp_path):
+    catalogue_dir, catalogue, _ = beauty
+    env = StreamEnv(services.kafka_bootstrap, tmp_path)
+    settings = env.settings()
+    ensure_topics(settings)
+    worker = WorkerProcess(env, catalogue_dir).start()
+    try:
+        producer = EventProducer(env.bootstrap)
+        producer.send(settings.topics.items, ItemEvent(item_id="new-1", title="Glitter top coat", ts=1))
+        # an interaction for the item right behind it: it waits briefly for the item instead of failing
+        from streams.schemas import InteractionEvent
+        producer.send(settings.topics.interactions,
+                      InteractionEvent(event_id="n1", user_id="fresh-user", item_id="new-1", action="like", ts=2))
+        producer.close()
+        store = UserSequenceStore(env.feature_settings(), repo_dir=tmp_path / "feast")
+        wait_for(lambda: store.read(["fresh-user"])["fresh-user"] is not None, 90, "the new item's event", worker)
+    finally:
+        worker.stop()
+    entries = [json.loads(r.value) for r in read_topic(env.bootstrap, settings.topics.catalogue)]
+    (entry,) = [e for e in entries if e["item_id"] == "new-1"]
+    sid = tuple(entry["sid"])
+    assert len(sid) == catalogue.vocab.sid_length
+    assert catalogue.trie.item_at(sid) is None, "the new SID must not collide with an existing item"
+    row = store.read(["fresh-user"])["fresh-user"]
+    assert row.tokens == catalogue.vocab.sid_to_tokens(sid) + [catalogue.vocab.action_token("like")]

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from streams.schemas import CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, TrainingExample, parse
+
+
+def test_interaction_round_trip():
+    ev = InteractionEvent(event_id="e1", user_id="u1", item_id="i1", action="click", ts=1.5)
+    back = parse(InteractionEvent, ev.model_dump_json())
+    assert back == ev and back.schema_version == 1
+
+
+@pytest.mark.parametrize("raw, where", [
+    (b"not json", "value"),
+    (json.dumps({"event_id": "e", "user_id": "u", "item_id": "i", "ts": 1}), "action"),
+    (json.dumps({"event_id": "e", "user_id": " ", "item_id": "i", "action": "click", "ts": 1}), "user_id"),
+    (json.dumps({"event_id": "e", "user_id": "u", "item_id": "i", "action": "click", "ts": -1}), "ts"),
+    (json.dumps({"event_id": "e", "user_id": "u", "item_id": "i", "action": "click", "ts": 1, "extra": 1}), "extra"),
+    (json.dumps({"schema_version": 2, "event_id": "e", "user_id": "u", "item_id": "i", "action": "click", "ts": 1}),
+     "schema_version"),
+])
+def test_invalid_interactions_give_one_readable_reason(raw, where):
+    with pytest.raises(ValueError) as info:
+        parse(InteractionEvent, raw)
+    message = str(info.value)
+    assert message.startswith("invalid InteractionEvent") and where in message
+
+
+def test_item_event_as_item_feeds_the_encoder():
+    item = ItemEvent(item_id="42", title="Red nail polish", categories=["Beauty", "Nails"], price=7.5, ts=0)
+    assert item.as_item() == {"item_id": "42", "title": "Red nail polish", "brand": "", "text": "",
+                              "categories": ["Beauty", "Nails"], "price": 7.5}
+
+
+def test_dead_letter_keeps_the_original_bytes():
+    raw = b"\xff\x00garbage"
+    letter = DeadLetter.of("malformed: x", raw, "interactions", key=b"u1", partition=2, offset=17)
+    back = DeadLetter.model_validate_json(letter.model_dump_json())
+    assert back.original() == raw and back.key == "u1" and back.offset == 17
+
+
+def test_catalogue_entry_and_training_example_serialise():
+    entry = CatalogueEntry(item_id="i", sid=[1, 2, 3, 0], catalogue_version="v", assigned_ms=5)
+    assert parse(CatalogueEntry, entry.model_dump_json()).sid == [1, 2, 3, 0]
+    removal = CatalogueEntry(item_id="i", sid=None, catalogue_version="v", assigned_ms=6)
+    assert parse(CatalogueEntry, removal.model_dump_json()).sid is None
+    ex = TrainingExample(user_id="u", tokens=[1, 2], event_id="e", event_count=1, event_ms=1, appended_ms=2)
+    assert parse(TrainingExample, ex.model_dump_json()) == ex

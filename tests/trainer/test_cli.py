@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+
+from catalogue.catalogue import ItemCatalogue
+from deploy.cli import main
+
+
+@pytest.fixture()
+def tiny_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(1, 61):
+        c = int(rng.integers(4))
+        members = [k for k in range(1, 41) if k % 4 == c]
+        items = rng.choice(members, size=int(rng.integers(5, 8)), replace=False)
+        lines.append(" ".join([str(u)] + [str(i) for i in items]))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sequences.txt").write_text("\n".join(lines) + "\n")
+    emb = rng.standard_normal((40, 8)).astype(np.float32)
+    cat = ItemCatalogue.fit([str(k) for k in range(1, 41)], emb, levels=2, codes_per_level=8, suffix_size=8,
+                            iterations=5, progress=None)
+    cat.save(tmp_path / "cat")
+    return data, tmp_path / "cat"
+
+
+SMALL = ["--set", "d_model=16", "--set", "n_layers=1", "--set", "n_heads=2", "--set", "max_epochs=2",
+         "--set", "batch_size=16", "--set", "window_events=6", "--set", "eval_beam=10", "--set", "threads=1"]
+
+
+def test_train_pretrain_cli(tiny_dataset, tmp_path, capsys):
+    data, cat = tiny_dataset
+    out = tmp_path / "run"
+    assert main(["train", "pretrain", "--dataset", str(data), "--out", str(out), "--catalogue", str(cat)] + SMALL) == 0
+    assert (out / "model" / "manifest.json").exists() and (out / "checkpoint" / "optimizer.safetensors").exists()
+    assert "best validation" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_quality_cli_writes_report_and_predictions(tiny_dataset, tmp_path):
+    data, cat = tiny_dataset
+    out, pred = tmp_path / "q.json", tmp_path / "pred.tsv"
+    code = main(["bench", "quality", "--dataset", str(data), "--out", str(out), "--predictions", str(pred),
+                 "--catalogue", str(cat), "--work-dir", str(tmp_path / "w"), "--time-budget", "20"] + SMALL +
+                ["--sasrec-set", "max_epochs=2", "--sasrec-set", "d_model=16", "--sasrec-set", "threads=1"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    for name in ("sidstream", "sasrec"):
+        for key in ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "train_seconds"):
+            assert isinstance(report[name][key], float)
+    assert report["sidstream"]["invalid_generations"] == 0
+    lines = pred.read_text().splitlines()
+    assert len(lines) == 60
+    user, items = lines[0].split("\t")
+    assert 1 <= len(items.split(",")) <= 10 and user.isdigit()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["train", "pretrain", "--dataset", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "sidstream: error:" in capsys.readouterr().err
+    assert main(["train", "pretrain", "--dataset", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "x"]) == 1
+
+
+@pytest.mark.slow
+def test_bench_generate_cli(tiny_dataset, tmp_path):
+    _, cat = tiny_dataset
+    out = tmp_path / "g.json"
+    assert main(["bench", "generate", "--out", str(out), "--catalogue", str(cat), "--large-items", "3000",
+                 "--history", "5", "--repeats", "1", "--threads", "1"]) == 0
+    report = json.loads(out.read_text())
+    for case in ("catalogue", "synthetic_3000"):
+        for batch in ("batch_1", "batch_32"):
+            assert report[case][batch]["sidstream_ms_per_user"] > 0
+            assert report[case][batch]["sasrec_ms_per_user"] > 0

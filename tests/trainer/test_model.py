@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from trainer.model import ModelConfig, Transformer
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=37, max_len=40, d_model=32, n_layers=2, n_heads=4, dropout=0.0, **kw)
+    return Transformer(cfg).eval()
+
+
+def test_shapes_and_backward():
+    model = tiny()
+    model.train()
+    tokens = torch.randint(0, 37, (3, 11))
+    logits = model(tokens)
+    assert logits.shape == (3, 11, 37)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 37), tokens.roll(-1, 1).reshape(-1))
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert model.tok_emb.weight.grad.abs().sum() > 0
+
+
+def test_head_is_tied():
+    model = tiny()
+    assert model.head.weight.data_ptr() == model.tok_emb.weight.data_ptr()
+
+
+def test_causal_future_tokens_do_not_change_past():
+    model = tiny()
+    a = torch.randint(0, 37, (1, 10))
+    b = a.clone()
+    b[0, 7:] = (b[0, 7:] + 1) % 37
+    la, lb = model(a), model(b)
+    assert torch.allclose(la[0, :7], lb[0, :7], atol=1e-5)
+    assert not torch.allclose(la[0, 7:], lb[0, 7:], atol=1e-3)
+
+
+def test_kv_cached_decoding_equals_uncached():
+    model = tiny()
+    tokens = torch.randint(0, 37, (2, 12))
+    full = model(tokens)
+    cache = model.new_cache()
+    prefix = model(tokens[:, :5], cache=cache)
+    steps = [prefix] + [model(tokens[:, t : t + 1], cache=cache) for t in range(5, 12)]
+    cached = torch.cat(steps, dim=1)
+    assert cache.length == 12
+    assert torch.allclose(full, cached, atol=1e-5)
+
+
+def test_left_padding_matches_unpadded_rows_and_cache_select():
+    model = tiny()
+    short = torch.randint(1, 37, (1, 6))
+    long = torch.randint(1, 37, (1, 9))
+    batch = torch.zeros(2, 9, dtype=torch.long)
+    batch[0, 3:] = short
+    batch[1] = long
+    valid = batch != 0
+    valid[1] = True
+    cache = model.new_cache()
+    out = model(batch, valid=valid, cache=cache)
+    assert torch.allclose(out[0, 3:], model(short)[0], atol=1e-5)
+    assert torch.allclose(out[1], model(long)[0], atol=1e-5)
+    # one step after duplicating row 0 (as beam expansion does) equals decoding the short row alone
+    nxt = torch.tensor([[5], [7], [9]])
+    beams = cache.select(torch.tensor([0, 0, 1]))
+    step = model(nxt, cache=beams)
+    assert torch.allclose(step[0, 0], model(torch.cat([short, nxt[:1]], 1))[0, -1], atol=1e-5)
+    assert torch.allclose(step[1, 0], model(torch.cat([short, nxt[1:2]], 1))[0, -1], atol=1e-5)
+    assert torch.allclose(step[2, 0], model(torch.cat([long, nxt[2:]], 1))[0, -1], atol=1e-5)
+
+
+def test_too_long_stream_is_rejected():
+    model = tiny()
+    with pytest.raises(ValueError, match="max_len"):
+        model(torch.zeros(1, 41, dtype=torch.long))
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError):
+        ModelConfig(vocab_size=10, d_model=30, n_heads=4)
+
+
+def test_expanded_beam_cache_equals_uncached_decoding():
+    model = tiny()
+    short = torch.randint(1, 37, (1, 4))
+    long = torch.randint(1, 37, (1, 7))
+    batch = torch.zeros(2, 7, dtype=torch.long)
+    batch[0, 3:] = short
+    batch[1] = long
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[0, :3] = False
+    cache = model.new_cache()
+    model(batch, valid=valid, cache=cache)
+    beams = cache.expand(3)  # rows: user0 x3, user1 x3
+    first = torch.tensor([[5], [6], [7], [8], [9], [10]])
+    model(first, cache=beams)
+    # reorder within each user's group, then decode two more tokens
+    parents = torch.tensor([2, 2, 0, 4, 3, 3])
+    beams = beams.select(parents)
+    second = torch.tensor([[11], [12], [13], [14], [15], [16]])
+    model(second, cache=beams)
+    third = torch.tensor([[17], [18], [19], [20], [21], [22]])
+    out = model(third, cache=beams)[:, -1]
+    assert beams.beam_length == 3 and beams.length == 7
+    histories = [short, short, short, long, long, long]
+    for row in range(6):
+        seq = torch.cat([histories[row], first[parents[row]][None], second[row][None], third[row][None]], 1)
+        assert torch.allclose(out[row], model(seq)[0, -1], atol=1e-5), row

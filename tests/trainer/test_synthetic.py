@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from trainer.synthetic import (WORLD_ACTIONS, SyntheticWorld, WorldConfig, action_probabilities, by_user,
+                               predicted_action_probs)
+
+
+def small(seed=0):
+    return SyntheticWorld(WorldConfig(seed=seed, items=200, users=60, events_per_user=(10, 20)))
+
+
+def test_world_is_reproducible_and_seed_dependent():
+    a, b, c = small(0).simulate(), small(0).simulate(), small(1).simulate()
+    assert a == b
+    assert a != c
+
+
+def test_items_have_cluster_text_and_some_are_born_later():
+    world = small()
+    records = world.item_records()
+    assert len(records) == 200 and all(r["title"] for r in records)
+    # items of one topic share topic words in their text; other topics do not share them
+    t0 = [it for it in world.items if it.topic == 0]
+    words0 = set(" ".join(it.title for it in t0).split()) & {"hiking", "trail", "boots", "tent"}
+    assert len(words0) >= 3
+    assert not any(w in it.title.split() for it in world.items if it.topic != 0 for w in words0)
+    born_late = {it.item_id: it.born for it in world.items if it.born > 0}
+    assert born_late
+    for event in world.simulate():
+        assert born_late.get(event.item_id, 0) <= event.ts  # never shown before it exists
+
+
+def test_ground_truth_action_model():
+    p = action_probabilities(np.array([-3.0, 0.0, 3.0]))
+    assert np.allclose(p.sum(-1), 1.0)
+    click, downvote = WORLD_ACTIONS.index("click"), WORLD_ACTIONS.index("downvote")
+    assert p[0, downvote] > p[1, downvote] > p[2, downvote]
+    assert p[0, click] < p[1, click] < p[2, click]
+    events = SyntheticWorld(WorldConfig(seed=3, items=200, users=200, events_per_user=(10, 20))).simulate()
+    sampled = np.array([[e.action == a for a in WORLD_ACTIONS] for e in events]).mean(0)
+    expected = np.array([e.probs for e in events]).mean(0)
+    assert np.allclose(sampled, expected, atol=0.03)
+    assert set(by_user(events)) == {str(u + 1) for u in range(200)}
+
+
+def test_teacher_forced_action_probs_shape():
+    import torch
+
+    from catalogue.trie import SidTrie
+    from catalogue.vocab import Vocabulary
+    from trainer.data import Tokenizer
+    from trainer.model import ModelConfig, Transformer
+
+    vocab = Vocabulary(levels=1, codes_per_level=4, suffix_size=2)
+    trie = SidTrie(vocab)
+    for k in range(6):
+        trie.insert(str(k), (k % 4, k // 4))
+    tok = Tokenizer(vocab, lambda i: vocab.sid_to_tokens(trie.codes_of(i)))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=vocab.size, max_len=40, d_model=16, n_layers=1, n_heads=2,
+                                    dropout=0.0)).eval()
+    events = [(str(k % 6), "click") for k in range(7)]
+    probs = predicted_action_probs(model, tok, events, window_events=3)
+    assert probs.shape == (7, len(vocab.actions))
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    # window 4 -> chunks of 2 events after up to 2 events of past: event 5 is scored after events 2..4
+    probs = predicted_action_probs(model, tok, events, window_events=4)
+    seq = tok.encode(events[2:5] + [events[5]])[:-1]
+    with torch.no_grad():
+        direct = torch.softmax(model(torch.tensor([seq]))[0, -1, vocab.action_range.start:vocab.action_range.stop], -1)
+    assert np.allclose(probs[5], direct.numpy(), atol=1e-5)

@@ -1,0 +1,108 @@
+"""`sidstream bench generate`: milliseconds per user for trie-constrained beam search, next to SASRec.
+
+Beam 20, top 10, histories of `history` events, batch 1 and 32; SASRec scores the full catalogue for the
+same histories and takes its top 10. Two catalogues: the real one (Beauty, 12,101 items) and a synthetic
+one with random unique SIDs (1,000,000 items by default). Weights do not change the cost, so untrained
+models of the default sizes are used unless --model is given. Medians over `repeats` timed runs after a
+warm-up run.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+def _median_ms_per_user(fn, batch: int, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0 / batch
+
+
+def _case(name, vocab, trie, item_ids, model, window, history, repeats, sasrec_config, rng, log) -> dict:
+    from serving.generation import GenerationConfig, GenerationEngine
+    from trainer.sasrec import Sasrec
+
+    engine = GenerationEngine(model, vocab, trie, GenerationConfig(beam_size=20, top_k=10, window_events=window))
+    sasrec = Sasrec(item_ids, sasrec_config)
+    sasrec.model.eval()
+    out = {"items": len(item_ids), "history_events": history, "model_window_events": engine._window_events()}
+    for batch in (1, 32):
+        histories = [[(item_ids[j], "purchase") for j in rng.choice(len(item_ids), history, replace=False)]
+                     for _ in range(batch)]
+        tokens = [engine.encode_history(h) for h in histories]
+        seen = [{i for i, _ in h} for h in histories]
+        plain = [[i for i, _ in h] for h in histories]
+        with torch.no_grad():
+            ms = _median_ms_per_user(lambda: engine.recommend_tokens(tokens, seen), batch, repeats)
+            ms_sas = _median_ms_per_user(lambda: sasrec.rank(plain, 10), batch, repeats)
+        out[f"batch_{batch}"] = {"sidstream_ms_per_user": round(ms, 3), "sasrec_ms_per_user": round(ms_sas, 3)}
+        log(f"{name}: batch {batch}: sidstream {ms:.2f} ms/user, SASRec full scoring {ms_sas:.2f} ms/user")
+    return out
+
+
+def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, large_items: int = 1_000_000,
+                 history: int = 50, repeats: int = 5, threads: int = 2, work_dir="var/bench",
+                 log: Callable[[str], None] = print) -> dict:
+    from catalogue.settings import CatalogueSettings
+    from catalogue.trie import SidTrie
+    from catalogue.vocab import Vocabulary
+    from trainer import registry
+    from trainer.bench_quality import environment, prepare_catalogue
+    from trainer.data import load_amazon_split
+    from trainer.model import Transformer
+    from trainer.pretrain import TrainConfig, model_config_for
+    from trainer.sasrec import SasrecConfig
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    report: dict = {}
+    if model_dir:
+        model, manifest = registry.load_model(model_dir)
+        window = manifest.get("train_config", {}).get("window_events", 20)
+    else:
+        model, window = None, TrainConfig().window_events
+    dataset = Path(dataset) if dataset else CatalogueSettings().data_dir / "amazon_beauty_2014"
+    if catalogue_dir or (dataset / "sequences.txt").exists():
+        if catalogue_dir:
+            from catalogue.catalogue import ItemCatalogue
+
+            catalogue = ItemCatalogue.load(catalogue_dir)
+        else:
+            raw, split = load_amazon_split(dataset)
+            catalogue = prepare_catalogue(dataset, raw, split, None, Path(work_dir) / "catalogues", log)
+        vocab = catalogue.vocab
+        net = model or Transformer(model_config_for(TrainConfig(), vocab)).eval()
+        report["catalogue"] = _case("catalogue", vocab, catalogue.trie, catalogue.item_ids, net, window, history,
+                                 repeats, SasrecConfig(), rng, log)
+    if large_items:
+        vocab = Vocabulary()
+        t0 = time.perf_counter()
+        space = vocab.codes_per_level ** vocab.levels
+        keys = rng.choice(space, size=large_items, replace=False)
+        codes = np.stack([(keys // vocab.codes_per_level ** (vocab.levels - 1 - lv)) % vocab.codes_per_level
+                          for lv in range(vocab.levels)] + [np.zeros(large_items, dtype=np.int64)], axis=1)
+        ids = [str(i) for i in range(large_items)]
+        trie = SidTrie.from_codes(vocab, ids, codes)
+        log(f"synthetic catalogue of {large_items:,} items built in {time.perf_counter() - t0:.1f}s")
+        net = model if model is not None and model.config.vocab_size == vocab.size else \
+            Transformer(model_config_for(TrainConfig(), vocab)).eval()
+        report[f"synthetic_{large_items}"] = _case(f"synthetic {large_items:,}", vocab, trie, ids, net, window,
+                                                   history, repeats, SasrecConfig(), rng, log)
+    report["configuration"] = {"beam": 20, "top_k": 10, "history_events": history, "repeats": repeats,
+                               "statistic": "median ms per user", "model": str(model_dir or "untrained default"),
+                               "environment": {**environment(), "threads": threads}}
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {out}")
+    return report

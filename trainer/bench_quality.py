@@ -1,0 +1,141 @@
+"""`sidstream bench quality`: leave-one-out, full catalogue, all users; sidstream next to SASRec.
+
+Protocol (ARCHITECTURE.md): last item test, second-to-last validation, everything before for training;
+ranking over the whole catalogue; Recall@5/10 and NDCG@5/10 over all users. Both models get the same
+split, the same training time budget and early stopping on validation Recall@10. The catalogue's SIDs are
+built from item text and the TRAINING part of the sequences only (no test interaction leaks into the
+collaborative fallback embeddings). Every generated item is checked against the trie; the run fails if
+any test user gets an invalid item.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from trainer.data import LeaveOneOut, Tokenizer, load_amazon_split
+from trainer.pretrain import TrainConfig, evaluate_generation, pretrain
+from trainer.sasrec import SasrecConfig, evaluate as evaluate_sasrec, train_sasrec
+
+# Quick: a smoke run that finishes in under 5 minutes on 2 shared cores (numbers are far from converged).
+QUICK_TRAIN = dict(time_budget_s=60.0, max_epochs=100, val_users=500, eval_every=2, patience=3, eval_beam=10)
+QUICK_SASREC = dict(max_epochs=100, val_users=2000, eval_every=2, patience=3)
+
+
+def environment() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def prepare_catalogue(dataset_dir: Path, raw: dict[str, list[str]], split: LeaveOneOut, catalogue_dir: Path | None,
+                      cache_dir: Path, log: Callable[[str], None] = print):
+    """Load `catalogue_dir` when given, else build (once, cached under cache_dir) from item text and the
+    training sequences."""
+    from catalogue.catalogue import ItemCatalogue, build_catalogue
+    from catalogue.datasets import load_item_meta
+
+    if catalogue_dir is not None:
+        log(f"loading catalogue {catalogue_dir}")
+        return ItemCatalogue.load(catalogue_dir)
+    target = cache_dir / f"{dataset_dir.name}-train-only"
+    if (target / "manifest.json").exists():
+        log(f"reusing catalogue {target}")
+        return ItemCatalogue.load(target)
+    items = load_item_meta(dataset_dir)
+    known = {str(i["item_id"]) for i in items}
+    all_items = sorted({i for seq in raw.values() for i in seq}, key=lambda s: (len(s), s))
+    items = list(items) + [{"item_id": i} for i in all_items if i not in known]
+    train_sequences = {u: [i for i, _ in events] for u, events in split.train.items()}
+    log(f"building catalogue for {len(items):,} items into {target} (text + training sequences only)")
+    catalogue, report = build_catalogue(items, train_sequences, target, log=log)
+    log(f"catalogue: {json.dumps({k: v for k, v in report.items() if not isinstance(v, (dict, list))})}")
+    return catalogue
+
+
+def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str | Path | None = None,
+                quick: bool = False, catalogue_dir: str | Path | None = None, work_dir: str | Path = "var/bench",
+                train_overrides: dict | None = None, sasrec_overrides: dict | None = None,
+                skip_sasrec: bool = False, test_users: int = 0, log: Callable[[str], None] = print) -> dict:
+    t_start = time.perf_counter()
+    dataset = Path(dataset)
+    work = Path(work_dir)
+    raw, split = load_amazon_split(dataset)
+    n_items = len({i for s in raw.values() for i in s})
+    log(f"{dataset.name}: {len(raw):,} users, {n_items:,} items; leave-one-out")
+    catalogue = prepare_catalogue(dataset, raw, split, Path(catalogue_dir) if catalogue_dir else None,
+                                  work / "catalogues", log)
+    missing = {i for s in raw.values() for i in s} - set(catalogue.item_ids)
+    if missing:
+        raise ValueError(f"{len(missing)} dataset items have no SID in the catalogue, e.g. {sorted(missing)[:5]}")
+    vocab, trie = catalogue.vocab, catalogue.trie
+
+    train_cfg = TrainConfig.from_overrides(**(QUICK_TRAIN if quick else {}), **(train_overrides or {}))
+    tokenizer = Tokenizer(vocab, catalogue.tokens_of)
+    run_dir = work / f"{dataset.name}-sidstream{'-quick' if quick else ''}"
+    log(f"training sidstream (budget {train_cfg.time_budget_s:.0f}s) -> {run_dir}")
+    result = pretrain(split, tokenizer, trie, train_cfg, run_dir, resume=False, log=log)
+    test_cases = split.test if not test_users else split.test[:test_users]
+    t0 = time.perf_counter()
+    metrics, ranked, validity = evaluate_generation(result.model, vocab, trie, tokenizer, test_cases,
+                                                    train_cfg.window_events, beam=20, top_k=10,
+                                                    batch_size=train_cfg.eval_batch, progress=True)
+    test_seconds = time.perf_counter() - t0
+    log(f"sidstream test: {fmt(metrics)}; {validity}; {test_seconds:.0f}s")
+    if validity["invalid_items"]:
+        raise AssertionError(f"{validity['invalid_items']} invalid generated items")
+    if predictions_file:
+        path = Path(predictions_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as fh:
+            for case, items in zip(test_cases, ranked):
+                fh.write(f"{case.user}\t{','.join(items)}\n")
+    report = {
+        "sidstream": {**metrics, "train_seconds": round(result.train_seconds, 1), "epochs": result.epochs,
+                      "steps": result.steps, "validation": result.best_metrics,
+                      "invalid_generations": validity["invalid_items"],
+                      "users_with_fewer_than_10": validity["users_with_fewer_than_k"],
+                      "test_users": validity["users"], "test_seconds": round(test_seconds, 1),
+                      "parameters": result.model.num_parameters()},
+    }
+    if not skip_sasrec:
+        sas_cfg = SasrecConfig(**{**asdict(SasrecConfig()), "time_budget_s": train_cfg.time_budget_s,
+                                  **(QUICK_SASREC if quick else {}), **(sasrec_overrides or {})})
+        log(f"training SASRec (budget {sas_cfg.time_budget_s:.0f}s)")
+        rec, sas_val, sas_seconds = train_sasrec(split.train, split.validation, catalogue.item_ids, sas_cfg, log=log)
+        t0 = time.perf_counter()
+        sas_metrics, _ = evaluate_sasrec(rec, test_cases)
+        log(f"sasrec test: {fmt(sas_metrics)}")
+        report["sasrec"] = {**sas_metrics, "train_seconds": round(sas_seconds, 1), "validation": sas_val,
+                            "test_seconds": round(time.perf_counter() - t0, 1),
+                            "parameters": rec.model.num_parameters()}
+    report["configuration"] = {
+        "dataset": str(dataset), "users": len(raw), "items": n_items, "quick": quick,
+        "protocol": "leave-one-out (last item test, second-to-last validation), full catalogue, seen items excluded",
+        "sidstream": asdict(train_cfg), "generation": {"beam": 20, "top_k": 10, "exclude_seen": True},
+        "sasrec": asdict(sas_cfg) if not skip_sasrec else None,
+        "catalogue": {"version": vocab.version, "levels": vocab.levels, "codes_per_level": vocab.codes_per_level,
+                      "suffix_size": vocab.suffix_size, "items": len(catalogue.item_ids)},
+        "environment": environment(), "wall_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {out}" + (f" and {predictions_file}" if predictions_file else ""))
+    return report
+
+
+def fmt(metrics: dict) -> str:
+    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items())

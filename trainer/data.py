@@ -1,0 +1,207 @@
+"""Training data in the item language: logged sequences -> token streams -> windows -> batches.
+
+A user's history is `BOS` followed by one group per event, `s1 .. s_{L+1} action` (ARCHITECTURE.md).
+For Amazon 5-core every event is a positive action, spelled "purchase". Training windows are the last
+`window_events` events before a sampled end, and the loss is next-token cross-entropy on every position,
+weighted separately for SID targets and action targets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+Event = tuple[str, str]  # (item_id, action)
+AMAZON_ACTION = "purchase"
+
+
+class DataError(ValueError):
+    """Input sequences or items the training data cannot use."""
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    user: str
+    history: tuple[Event, ...]
+    target: str
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """The standard split: last event is the test target, second-to-last the validation target.
+
+    Training sees every event before the validation target; validation predicts it from that prefix;
+    test predicts the last item from everything before it (validation item included).
+    """
+
+    train: dict[str, list[Event]]
+    validation: list[EvalCase]
+    test: list[EvalCase]
+
+
+def as_events(items: Sequence[str], action: str = AMAZON_ACTION) -> list[Event]:
+    return [(str(item), action) for item in items]
+
+
+def leave_one_out(sequences: Mapping[str, Sequence[Event]], min_length: int = 3) -> LeaveOneOut:
+    train, validation, test = {}, [], []
+    for user, events in sequences.items():
+        events = [tuple(e) for e in events]
+        if len(events) < min_length:
+            raise DataError(f"user {user} has {len(events)} events; leave-one-out needs at least {min_length}")
+        train[user] = events[:-2]
+        validation.append(EvalCase(user, tuple(events[:-2]), events[-2][0]))
+        test.append(EvalCase(user, tuple(events[:-1]), events[-1][0]))
+    return LeaveOneOut(train, validation, test)
+
+
+class Tokenizer:
+    """Events -> token ids, with each item's SID tokens looked up once."""
+
+    def __init__(self, vocab, tokens_of: Callable[[str], Sequence[int]] | Mapping[str, Sequence[int]]):
+        self.vocab = vocab
+        self.group = vocab.sid_length + 1  # tokens per event
+        self._tokens_of = tokens_of
+        self._cache: dict[str, tuple[int, ...]] = {}
+        self._action_tokens = {name: vocab.action_token(name) for name in vocab.actions}
+
+    def item_tokens(self, item: str) -> tuple[int, ...]:
+        cached = self._cache.get(item)
+        if cached is None:
+            try:
+                raw = self._tokens_of[item] if isinstance(self._tokens_of, Mapping) else self._tokens_of(item)
+            except (KeyError, ValueError) as exc:
+                raise DataError(f"item {item!r} has no SID in the catalogue") from exc
+            cached = tuple(int(t) for t in raw)
+            if len(cached) != self.vocab.sid_length:
+                raise DataError(f"item {item!r} has {len(cached)} SID tokens, expected {self.vocab.sid_length}")
+            self._cache[item] = cached
+        return cached
+
+    def action_token(self, action: str) -> int:
+        try:
+            return self._action_tokens[action]
+        except KeyError:
+            raise DataError(f"unknown action {action!r}; the vocabulary has {', '.join(self.vocab.actions)}") from None
+
+    def encode(self, events: Sequence[Event], window_events: int | None = None, bos: bool = True) -> list[int]:
+        """BOS + the last `window_events` events (all when None) as one flat token list."""
+        if window_events is not None:
+            events = events[-window_events:] if window_events > 0 else []
+        out = [self.vocab.BOS] if bos else []
+        for item, action in events:
+            out.extend(self.item_tokens(item))
+            out.append(self.action_token(action))
+        return out
+
+    def encode_stream(self, events: Sequence[Event]) -> np.ndarray:
+        """The whole history without BOS, as int64 (windows are slices of it)."""
+        return np.asarray(self.encode(events, bos=False), dtype=np.int64)
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # [B, T]
+    targets: torch.Tensor  # [B, T]
+    weights: torch.Tensor  # [B, T] float, 0 on padding
+
+    @property
+    def num_tokens(self) -> int:
+        return int((self.weights > 0).sum())
+
+
+class TokenWindows:
+    """Per-epoch training windows over every user's token stream, batched by similar length.
+
+    Each epoch every user yields one window ending at a uniformly sampled event (the last one when the
+    history fits), so long histories are covered over epochs without paying for them every step.
+    """
+
+    def __init__(
+        self,
+        sequences: Mapping[str, Sequence[Event]],
+        tokenizer: Tokenizer,
+        window_events: int = 20,
+        sid_weight: float = 1.0,
+        action_weight: float = 1.0,
+        min_events: int = 1,
+    ):
+        if window_events < 1:
+            raise DataError(f"window_events must be >= 1, got {window_events}")
+        self.tokenizer = tokenizer
+        self.vocab = tokenizer.vocab
+        self.group = tokenizer.group
+        self.window_events = window_events
+        self.streams = [tokenizer.encode_stream(ev) for ev in sequences.values() if len(ev) >= min_events]
+        if not self.streams:
+            raise DataError("no training sequences")
+        size = self.vocab.size
+        self.token_weight = np.zeros(size, dtype=np.float32)
+        self.token_weight[self.vocab.sid_range.start : self.vocab.sid_range.stop] = sid_weight
+        self.token_weight[self.vocab.action_range.start : self.vocab.action_range.stop] = action_weight
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest model input: BOS + window (the last target is not an input)."""
+        return self.window_events * self.group
+
+    def num_target_tokens(self) -> int:
+        return sum(min(len(s), self.window_events * self.group) for s in self.streams)
+
+    def windows(self, rng: np.random.Generator) -> list[np.ndarray]:
+        out = []
+        for stream in self.streams:
+            n_events = len(stream) // self.group
+            end = n_events if n_events <= self.window_events else int(rng.integers(self.window_events, n_events + 1))
+            start = max(0, end - self.window_events)
+            out.append(np.concatenate([[self.vocab.BOS], stream[start * self.group : end * self.group]]))
+        return out
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
+        windows = self.windows(rng)
+        order = rng.permutation(len(windows))
+        # sort within chunks of 50 batches by length: little padding, still shuffled across epochs
+        chunk = batch_size * 50
+        groups = []
+        for i in range(0, len(order), chunk):
+            part = sorted(order[i : i + chunk], key=lambda j: len(windows[j]))
+            groups.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
+        for g in rng.permutation(len(groups)):
+            yield self.collate([windows[j] for j in groups[g]])
+
+    def collate(self, windows: Sequence[np.ndarray]) -> Batch:
+        T = max(len(w) for w in windows) - 1
+        inputs = np.full((len(windows), T), self.vocab.PAD, dtype=np.int64)
+        targets = np.full((len(windows), T), self.vocab.PAD, dtype=np.int64)
+        for row, w in enumerate(windows):
+            inputs[row, : len(w) - 1] = w[:-1]
+            targets[row, : len(w) - 1] = w[1:]
+        weights = self.token_weight[targets]
+        return Batch(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(weights))
+
+
+def weighted_cross_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Next-token cross-entropy, weighted per target token and averaged over the weights."""
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), reduction="none"
+    )
+    weights = batch.weights.reshape(-1)
+    return (losses * weights).sum() / weights.sum().clamp(min=1e-8)
+
+
+def load_amazon_split(dataset_dir) -> tuple[dict[str, list[str]], LeaveOneOut]:
+    """sequences.txt -> (raw item sequences, leave-one-out split with action "purchase")."""
+    from pathlib import Path
+
+    path = Path(dataset_dir) / "sequences.txt"
+    if not path.exists():
+        raise DataError(f"{path} not found (expected an Amazon 5-core dataset directory)")
+    sequences: dict[str, list[str]] = {}
+    with path.open() as fh:
+        for line in fh:
+            parts = line.split()
+            if parts:
+                sequences[parts[0]] = parts[1:]
+    return sequences, leave_one_out({u: as_events(s) for u, s in sequences.items()})

@@ -1,0 +1,294 @@
+"""The sidstream transformer: one decoder-only model that retrieves and ranks.
+
+A small GPT (token + learned position embeddings, pre-norm blocks of causal self-attention and an MLP,
+RMSNorm, output head tied to the token embedding) that reads a user's flat token stream
+`BOS s1 s2 s3 s4 action s1 s2 s3 s4 action ...` and predicts the next token. Retrieval decodes the next
+item's SID under the trie; ranking reads the action distribution right after an item's last SID token.
+
+Generation needs three things beyond nanoGPT's model.py, all kept here so the file stays the whole model:
+- a KV cache, so a history is encoded once and each beam step costs one token;
+- left padding for batches of users with different history lengths (`valid` marks real tokens, and
+  `positions` restart at 0 on each row's first real token, so padding never changes a row's result);
+- `hidden()` separate from the head, so callers pay for the output projection only where they read it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    max_len: int = 256  # longest token stream the position table covers (window events * (L+2) + 1)
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.max_len < 1 or self.n_layers < 1:
+            raise ValueError("max_len and n_layers must be positive")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelConfig":
+        return cls(**data)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far.
+
+    Two parts, because beam search shares one history among many beams:
+    - the prefix (the encoded histories), one row per user: `keys`, `values` [B, H, T, hd], `valid` [B, T]
+      (False = left padding);
+    - after `expand(G)`, the beam part: G rows per user for the tokens generated since, `beam_keys`,
+      `beam_values` [B*G, H, t, hd]. Beam rows attend to their user's prefix without copying it, so
+      reordering beams costs O(t) per step instead of O(history).
+    Without `expand` every token goes to the prefix part (plain incremental decoding).
+    """
+
+    def __init__(self, n_layers: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.valid: torch.Tensor | None = None  # [B, T] bool
+        self.next_position: torch.Tensor | None = None  # [rows] position id of each row's next token
+        self.group = 0  # beams per prefix row; 0 = not expanded
+        self.beam_keys: list[torch.Tensor | None] = [None] * n_layers
+        self.beam_values: list[torch.Tensor | None] = [None] * n_layers
+
+    @property
+    def length(self) -> int:
+        """Tokens in the prefix part."""
+        return 0 if self.valid is None else self.valid.shape[1]
+
+    @property
+    def beam_length(self) -> int:
+        return 0 if self.beam_keys[0] is None else self.beam_keys[0].shape[2]
+
+    def expand(self, group: int) -> "KVCache":
+        """A cache with `group` beam rows per prefix row, sharing this cache's prefix."""
+        if self.group:
+            raise ValueError("cache is already expanded")
+        if self.valid is None:
+            raise ValueError("expand needs an encoded prefix")
+        out = KVCache(len(self.keys))
+        out.keys, out.values, out.valid = self.keys, self.values, self.valid
+        out.group = group
+        out.next_position = self.next_position.repeat_interleave(group)
+        return out
+
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """A new cache whose row i is this cache's row rows[i].
+
+        On an expanded cache rows index beams and must stay within each user's group (beam search's
+        parents do); the shared prefix is untouched.
+        """
+        out = KVCache(len(self.keys))
+        out.group = self.group
+        out.next_position = self.next_position.index_select(0, rows)
+        if self.group:
+            out.keys, out.values, out.valid = self.keys, self.values, self.valid
+            if self.beam_keys[0] is not None:
+                out.beam_keys = [k.index_select(0, rows) for k in self.beam_keys]
+                out.beam_values = [v.index_select(0, rows) for v in self.beam_values]
+        else:
+            out.keys = [k.index_select(0, rows) for k in self.keys]
+            out.values = [v.index_select(0, rows) for v in self.values]
+            out.valid = self.valid.index_select(0, rows)
+        return out
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.dropout = config.dropout
+
+    def forward(self, x, mask, cache: KVCache | None, layer: int):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if cache is not None and cache.group:
+            y = self._beam_attention(q, k, v, cache, layer)
+            return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        if cache is not None:
+            if cache.keys[layer] is not None:
+                k = torch.cat([cache.keys[layer], k], dim=2)
+                v = torch.cat([cache.values[layer], v], dim=2)
+            cache.keys[layer], cache.values[layer] = k, v
+        dropout = self.dropout if self.training else 0.0
+        if mask is None:  # plain causal, no padding, no cache: the fast path used in training
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+    @staticmethod
+    def _beam_attention(q, k, v, cache: KVCache, layer: int):
+        """Attention of beam rows over their user's shared prefix plus their own generated tokens."""
+        G = cache.group
+        rows, H, T, hd = q.shape
+        B = rows // G
+        if cache.beam_keys[layer] is not None:
+            k = torch.cat([cache.beam_keys[layer], k], dim=2)
+            v = torch.cat([cache.beam_values[layer], v], dim=2)
+        cache.beam_keys[layer], cache.beam_values[layer] = k, v
+        scale = 1.0 / math.sqrt(hd)
+        prefix_k, prefix_v = cache.keys[layer], cache.values[layer]  # [B, H, P, hd]
+        P = prefix_k.shape[2]
+        # every beam's queries of one user against that user's prefix: one [G*T, P] matmul per (user, head)
+        q_grouped = q.view(B, G, H, T, hd).transpose(1, 2).reshape(B, H, G * T, hd)
+        s_prefix = (q_grouped @ prefix_k.transpose(-1, -2)) * scale  # [B, H, G*T, P]
+        s_prefix = s_prefix.masked_fill(~cache.valid[:, None, None, :], float("-inf"))
+        s_beam = (q @ k.transpose(-1, -2)) * scale  # [rows, H, T, t]
+        t = k.shape[2]
+        causal = torch.arange(t, device=q.device)[None, :] <= torch.arange(t - T, t, device=q.device)[:, None]
+        s_beam = s_beam.masked_fill(~causal, float("-inf"))
+        s_prefix = s_prefix.view(B, H, G, T, P).transpose(1, 2).reshape(rows, H, T, P)
+        p = torch.softmax(torch.cat([s_prefix, s_beam], dim=-1), dim=-1)
+        p_prefix = p[..., :P].reshape(B, G, H, T, P).transpose(1, 2).reshape(B, H, G * T, P)
+        y_prefix = (p_prefix @ prefix_v).view(B, H, G, T, hd).transpose(1, 2).reshape(rows, H, T, hd)
+        return y_prefix + p[..., P:] @ v
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.up = nn.Linear(config.d_model, config.mlp_ratio * config.d_model, bias=False)
+        self.down = nn.Linear(config.mlp_ratio * config.d_model, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.norm1 = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.norm2 = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = MLP(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, mask, cache, layer):
+        x = x + self.dropout(self.attn(self.norm1(x), mask, cache, layer))
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.max_len, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # tied: an output token is scored by its own embedding
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("proj.weight") or name.endswith("down.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def hidden(
+        self,
+        tokens: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Final normed hidden states [B, T, d] for `tokens` [B, T] appended after what `cache` holds.
+
+        `valid` [B, T] marks real tokens (False = left padding). Padding gets no position and is never
+        attended to, so a padded row computes exactly what it would alone. When `cache` is given it is
+        extended in place with these tokens' keys and values.
+        """
+        B, T = tokens.shape
+        if valid is None:
+            valid = torch.ones(B, T, dtype=torch.bool, device=tokens.device)
+        past = cache.length if cache is not None else 0
+        start = cache.next_position if (cache is not None and cache.next_position is not None) else None
+        if start is None:
+            start = torch.zeros(B, dtype=torch.long, device=tokens.device)
+        positions = start[:, None] + valid.long().cumsum(1) - 1
+        positions = positions.clamp(min=0)
+        if int(positions.max()) >= self.config.max_len:
+            raise ValueError(f"token stream of {int(positions.max()) + 1} exceeds max_len {self.config.max_len}")
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions))
+
+        if cache is not None and cache.group:
+            if not bool(valid.all()):
+                raise ValueError("tokens decoded after expand() cannot be padding")
+            mask = None  # beam attention builds its own masks
+            cache.next_position = start + T
+        else:
+            mask = self._prefix_mask(valid, cache, past)
+            if cache is not None:
+                cache.valid = valid if past == 0 else torch.cat([cache.valid, valid], dim=1)
+                cache.next_position = start + valid.long().sum(1)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, mask, cache, layer)
+        return self.norm(x)
+
+    @staticmethod
+    def _prefix_mask(valid: torch.Tensor, cache: KVCache | None, past: int) -> torch.Tensor | None:
+        """Boolean attention mask [B, 1, T, past+T] (True = attend), or None for plain causal."""
+        if cache is None and bool(valid.all()):
+            return None
+        T = valid.shape[1]
+        key_valid = valid if past == 0 else torch.cat([cache.valid, valid], dim=1)  # [B, past+T]
+        q_index = torch.arange(past, past + T, device=valid.device)
+        k_index = torch.arange(past + T, device=valid.device)
+        causal = k_index[None, :] <= q_index[:, None]  # [T, past+T]
+        # a padding query sees only itself, so its softmax is defined; its output is never read
+        self_only = k_index[None, :] == q_index[:, None]
+        return (causal[None] & (key_valid[:, None, :] | self_only[None]))[:, None]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits [B, T, vocab_size] (see `hidden` for the arguments)."""
+        return self.logits(self.hidden(tokens, valid, cache))
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_layers)

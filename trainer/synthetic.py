@@ -1,0 +1,258 @@
+"""A synthetic world for what the Amazon logs lack: explicit actions, drifting tastes, new items.
+
+Everything is drawn from one seed, so the world is reproducible:
+- items live in latent clusters (topic -> subtopic -> item vector) and carry text made from their
+  topic's and subtopic's words, so a text encoder (and the catalogue's codebooks) can recover the clusters;
+  some items are born later than step 0 (new items appearing over time);
+- users start with a taste near one or two topics and drift (a small random walk per event, with an
+  occasional jump to another topic);
+- at each event the user is shown one item (half the time close to their taste, half the time at random
+  among the items already born) and answers with click, skip, like or downvote drawn from a known model:
+      affinity = cos(taste, item) * sharpness + quality(item)
+      logits   = {click: a, skip: 0, like: 1.6 a - 1.5, downvote: -1.8 a - 1.5}
+  `Interaction.probs` keeps those ground-truth probabilities, the ceiling any learned model is held to.
+`run_action_bench` trains the transformer on the first part of every user's log and compares the AUC of
+its predicted P(click) and P(downvote) with the AUC of the ground-truth probabilities.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+WORLD_ACTIONS = ("click", "skip", "like", "downvote")
+_TOPIC_WORDS = [
+    "hiking trail boots tent", "lipstick matte gloss shade", "espresso grinder roast bean",
+    "guitar string amp pedal", "yoga mat stretch block", "puzzle board dice strategy",
+    "garden seed soil pot", "laptop stand keyboard usb", "novel mystery thriller paperback",
+    "swim goggles cap pool", "dog leash chew collar", "bike helmet chain pedal",
+    "skincare serum retinol cream", "camera lens tripod filter", "tea matcha kettle leaf",
+    "running shoe sock pace",
+]
+_SUB_WORDS = ["classic", "pro", "mini", "eco", "deluxe", "travel", "kids", "vintage", "sport", "smart",
+              "organic", "ultra", "compact", "premium", "basic", "limited"]
+
+
+@dataclass
+class WorldConfig:
+    seed: int = 0
+    topics: int = 8
+    subtopics: int = 4
+    items: int = 2000
+    new_item_share: float = 0.2  # share of items born after step 0, spread over the timeline
+    users: int = 2000
+    events_per_user: tuple[int, int] = (20, 40)
+    dim: int = 16
+    topic_spread: float = 0.35  # subtopic offset scale relative to the topic centre
+    item_spread: float = 0.25
+    drift: float = 0.08  # taste random walk per event
+    jump_prob: float = 0.02  # chance per event that a taste jumps to another topic
+    sharpness: float = 3.0
+    shown_near_taste: float = 0.5
+
+
+@dataclass(frozen=True)
+class SyntheticItem:
+    item_id: str
+    title: str
+    topic: int
+    subtopic: int
+    born: int  # first step the item can be shown
+    quality: float
+    vector: tuple[float, ...] = field(repr=False)
+
+    def record(self) -> dict:
+        return {"item_id": self.item_id, "title": self.title, "categories": [f"topic{self.topic}",
+                f"topic{self.topic}/sub{self.subtopic}"], "ts": self.born}
+
+
+@dataclass(frozen=True)
+class Interaction:
+    user_id: str
+    item_id: str
+    action: str
+    ts: int
+    probs: tuple[float, ...]  # ground-truth P(action) in WORLD_ACTIONS order
+
+
+def action_probabilities(affinity: np.ndarray) -> np.ndarray:
+    """The ground-truth action model: [..., ] affinity -> [..., 4] probabilities (WORLD_ACTIONS order)."""
+    a = np.asarray(affinity, dtype=np.float64)
+    logits = np.stack([a, np.zeros_like(a), 1.6 * a - 1.5, -1.8 * a - 1.5], axis=-1)
+    logits -= logits.max(-1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(-1, keepdims=True)
+
+
+class SyntheticWorld:
+    def __init__(self, config: WorldConfig | None = None):
+        self.config = config = config or WorldConfig()
+        if config.topics > len(_TOPIC_WORDS) or config.subtopics > len(_SUB_WORDS):
+            raise ValueError(f"at most {len(_TOPIC_WORDS)} topics and {len(_SUB_WORDS)} subtopics")
+        rng = np.random.default_rng(config.seed)
+        self.topic_centres = _unit(rng.standard_normal((config.topics, config.dim)))
+        offsets = rng.standard_normal((config.topics, config.subtopics, config.dim)) * config.topic_spread / math.sqrt(config.dim)
+        self.sub_centres = _unit(self.topic_centres[:, None, :] + offsets * math.sqrt(config.dim) / 2)
+        self.horizon = config.events_per_user[1]
+        self.items: list[SyntheticItem] = []
+        for i in range(config.items):
+            topic, sub = int(rng.integers(config.topics)), int(rng.integers(config.subtopics))
+            vec = _unit(self.sub_centres[topic, sub] + rng.standard_normal(config.dim) * config.item_spread / math.sqrt(config.dim) * 2)
+            born = 0 if rng.random() >= config.new_item_share else int(rng.integers(1, self.horizon))
+            words = _TOPIC_WORDS[topic].split()
+            picked = rng.choice(words, size=2, replace=False)
+            title = f"{_SUB_WORDS[sub]} {picked[0]} {picked[1]} no. {i}"
+            self.items.append(SyntheticItem(str(i + 1), title, topic, sub, born, float(rng.normal(0, 0.3)),
+                                            tuple(float(v) for v in vec)))
+        self.item_matrix = np.array([it.vector for it in self.items])
+        self.born = np.array([it.born for it in self.items])
+        self.quality = np.array([it.quality for it in self.items])
+        self._rng = rng
+
+    def item_records(self) -> list[dict]:
+        return [it.record() for it in self.items]
+
+    def simulate(self) -> list[Interaction]:
+        """Every user's events in time order (ts = step); deterministic given the config's seed."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed + 1)
+        out: list[Interaction] = []
+        for u in range(cfg.users):
+            topics = rng.choice(cfg.topics, size=int(rng.integers(1, 3)), replace=False)
+            taste = _unit(self.topic_centres[topics].sum(0) + rng.standard_normal(cfg.dim) * 0.3)
+            n_events = int(rng.integers(cfg.events_per_user[0], cfg.events_per_user[1] + 1))
+            shown = np.zeros(len(self.items), dtype=bool)
+            for t in range(n_events):
+                available = np.flatnonzero(self.born <= t)
+                affinity = self.item_matrix[available] @ taste * cfg.sharpness + self.quality[available]
+                if rng.random() < cfg.shown_near_taste:
+                    weights = np.exp(affinity - affinity.max())
+                    weights[shown[available]] = 0.0
+                    j = available[rng.choice(len(available), p=weights / weights.sum())]
+                else:
+                    j = int(rng.choice(available))
+                shown[j] = True
+                a = float(self.item_matrix[j] @ taste * cfg.sharpness + self.quality[j])
+                probs = action_probabilities(a)
+                action = WORLD_ACTIONS[int(rng.choice(4, p=probs))]
+                out.append(Interaction(str(u + 1), self.items[j].item_id, action, t, tuple(float(p) for p in probs)))
+                taste = _unit(taste + rng.standard_normal(cfg.dim) * cfg.drift)
+                if rng.random() < cfg.jump_prob:
+                    taste = _unit(0.5 * taste + self.topic_centres[int(rng.integers(cfg.topics))])
+        return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def by_user(interactions: list[Interaction]) -> dict[str, list[Interaction]]:
+    out: dict[str, list[Interaction]] = {}
+    for event in interactions:
+        out.setdefault(event.user_id, []).append(event)
+    return out
+
+
+def world_catalogue(world: SyntheticWorld, codes_per_level: int = 16, seed: int = 0):
+    """An ItemCatalogue whose SIDs come from the items' latent vectors (the text path is the catalogue's job)."""
+    from catalogue.catalogue import ItemCatalogue
+    from catalogue.vocab import ACTIONS
+
+    ids = [it.item_id for it in world.items]
+    return ItemCatalogue.fit(ids, world.item_matrix.astype(np.float32), levels=3, codes_per_level=codes_per_level,
+                             suffix_size=32, actions=ACTIONS, seed=seed, progress=None)
+
+
+def predicted_action_probs(model, tokenizer, events: list[tuple[str, str]], window_events: int) -> np.ndarray:
+    """Teacher-forced P(action | history, item) for every event of one user: [n_events, n_actions].
+
+    One forward pass per window; the action distribution is read at each item's last SID token.
+    """
+    import torch
+
+    vocab = tokenizer.vocab
+    group = tokenizer.group
+    out = []
+    actions = vocab.action_range
+    step = max(1, window_events // 2)
+    for start in range(0, len(events), step):
+        # each chunk of `step` events is scored after up to window_events - step events of true past,
+        # so every stream stays within the window the model was trained on
+        context = events[max(0, start - (window_events - step)) : start]
+        chunk = events[start : start + step]
+        tokens = tokenizer.encode(list(context) + list(chunk))
+        with torch.no_grad():
+            logits = model(torch.tensor([tokens]))[0]
+        first = 1 + len(context) * group
+        positions = [first + k * group + group - 2 for k in range(len(chunk))]
+        probs = torch.softmax(logits[positions, actions.start : actions.stop].float(), dim=-1)
+        out.append(probs.numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(vocab.actions)))
+
+
+def run_action_bench(out_file, seed: int = 0, quick: bool = False, overrides: dict | None = None,
+                     log: Callable[[str], None] = print) -> dict:
+    import torch
+
+    from trainer.data import Tokenizer, leave_one_out
+    from trainer.metrics import auc
+    from trainer.pretrain import TrainConfig, pretrain
+
+    t_start = time.perf_counter()
+    world_cfg = WorldConfig(seed=seed, users=800 if quick else 3000, items=1000 if quick else 3000,
+                            events_per_user=(15, 30) if quick else (20, 40))
+    world = SyntheticWorld(world_cfg)
+    logs = by_user(world.simulate())
+    counts = {a: 0 for a in WORLD_ACTIONS}
+    for events in logs.values():
+        for e in events:
+            counts[e.action] += 1
+    log(f"synthetic world: {len(world.items)} items, {len(logs)} users, {sum(counts.values())} events, {counts}")
+    catalogue = world_catalogue(world, seed=seed)
+    tokenizer = Tokenizer(catalogue.vocab, catalogue.tokens_of)
+    # users split 80/20: train on the first users' whole logs, measure on the held-out users' logs
+    users = sorted(logs, key=int)
+    cut = int(len(users) * 0.8)
+    train_seq = {u: [(e.item_id, e.action) for e in logs[u]] for u in users[:cut]}
+    split = leave_one_out(train_seq)
+    settings = dict(d_model=64, n_layers=2, n_heads=2, dropout=0.1, window_events=30, batch_size=32, lr=3e-3,
+                    action_weight=1.0, sid_weight=0.5, warmup_steps=50, max_epochs=30 if quick else 60,
+                    time_budget_s=150 if quick else 900, val_users=300, eval_beam=10,
+                    eval_every=1000, patience=1000)  # the objective here is actions: keep the last model
+    settings.update(overrides or {})
+    config = TrainConfig(**settings)
+    result = pretrain(split, tokenizer, catalogue.trie, config, None, log=log)
+    model = result.model
+    torch.set_num_threads(config.threads)
+    predicted, truth, labels = [], [], []
+    for u in users[cut:]:
+        events = logs[u]
+        predicted.append(predicted_action_probs(model, tokenizer, [(e.item_id, e.action) for e in events],
+                                                config.window_events))
+        truth.append(np.array([e.probs for e in events]))
+        labels.extend(e.action for e in events)
+    predicted_all, truth_all = np.concatenate(predicted), np.concatenate(truth)
+    labels_arr = np.array(labels)
+    report = {"events_scored": len(labels), "actions": counts}
+    for action in ("click", "downvote", "like"):
+        model_index = catalogue.vocab.actions.index(action)
+        y = labels_arr == action
+        model_auc = auc(predicted_all[:, model_index], y)
+        ceiling = auc(truth_all[:, WORLD_ACTIONS.index(action)], y)
+        report[action] = {"auc": round(model_auc, 4), "ceiling_auc": round(ceiling, 4),
+                          "ratio_to_ceiling": round(model_auc / ceiling, 4)}
+        log(f"P({action}): AUC {model_auc:.4f} vs ground-truth ceiling {ceiling:.4f} ({model_auc / ceiling:.1%})")
+    report["configuration"] = {"world": asdict(world_cfg), "train": asdict(config), "quick": quick,
+                               "train_seconds": round(result.train_seconds, 1), "epochs": result.epochs,
+                               "split": "users 80/20; held-out users' every event scored with its true past",
+                               "wall_seconds": round(time.perf_counter() - t_start, 1)}
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {out}")
+    return report
