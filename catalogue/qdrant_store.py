@@ -103,7 +103,8 @@ class QdrantItemStore:
                                    for level, c in enumerate(sid_prefix)])
 
     def items_with_prefix(self, sid_prefix: Sequence[int], limit: int = 10_000) -> list[str]:
-        out, offset = [], None
+        out: list[str] = []
+        offset = None
         while len(out) < limit:
             records, offset = self.client.scroll(self.collection, scroll_filter=self._prefix_filter(sid_prefix),
                                                  limit=min(256, limit - len(out)), offset=offset,

@@ -98,9 +98,9 @@ def same_group_prefix_ratio(codes, groups, depth: int = 1, pairs: int = 200_000,
     for gi in np.unique(g):
         sel = np.flatnonzero(g == gi)
         m = multi[gi]
-        i = rng.integers(0, m.size, sel.size)
-        j = (i + rng.integers(1, m.size, sel.size)) % m.size
-        a[sel], b[sel] = m[i], m[j]
+        first = rng.integers(0, m.size, sel.size)
+        second = (first + rng.integers(1, m.size, sel.size)) % m.size
+        a[sel], b[sel] = m[first], m[second]
     same = float((keys[a] == keys[b]).mean())
     n = codes.shape[0]
     x = rng.integers(0, n, pairs)

@@ -184,7 +184,8 @@ class ResidualKMeans:
             x = _normalize(x)
         rng = np.random.default_rng(config.seed)
         residual = x.copy()
-        codebooks, codes = [], []
+        codebooks: list[np.ndarray] = []
+        codes: list[np.ndarray] = []
         for level in range(config.levels):
             t0 = time.perf_counter()
             centers, assign = fit_level(residual, config.codes_per_level, config.iterations, config.capacity_factor, rng)

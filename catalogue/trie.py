@@ -59,21 +59,18 @@ class IntHashTable:
         self.keys = np.full(capacity, _EMPTY, dtype=np.int64)
         self.values = np.full(capacity, -1, dtype=np.int64)
 
-    def _slot(self, key: int) -> int:
-        return ((key * _GOLDEN) & _MASK64) >> self.shift
-
     def _slots(self, keys: np.ndarray) -> np.ndarray:
         return ((keys.astype(np.uint64) * np.uint64(_GOLDEN)) >> np.uint64(self.shift)).astype(np.int64)
 
     def get(self, key: int, default: int = -1) -> int:
         keys = self.keys
         mask = self.capacity - 1
-        slot = self._slot(key)
+        slot = ((key * _GOLDEN) & _MASK64) >> self.shift
         while True:
-            k = keys[slot]
+            k = keys.item(slot)  # a Python int: scalar compares stay out of numpy
             if k == key:
-                return int(self.values[slot])
-            if k == _EMPTY:
+                return self.values.item(slot)
+            if k == -1:
                 return default
             slot = (slot + 1) & mask
 
@@ -82,13 +79,13 @@ class IntHashTable:
             self._grow(self.capacity * 2)
         keys = self.keys
         mask = self.capacity - 1
-        slot = self._slot(key)
+        slot = ((key * _GOLDEN) & _MASK64) >> self.shift
         while True:
-            k = keys[slot]
+            k = keys.item(slot)
             if k == key:
                 self.values[slot] = value
                 return
-            if k == _EMPTY:
+            if k == -1:
                 keys[slot] = key
                 self.values[slot] = value
                 self.count += 1
@@ -119,10 +116,9 @@ class IntHashTable:
         values = np.asarray(values, dtype=np.int64)
         if keys.size != np.unique(keys).size:
             raise ValueError("bulk_set needs distinct keys")
-        existing = self.lookup(keys) if self.count else np.full(keys.shape, -1)
-        # overwrite the ones already present through the scalar path is slow; find their slots vectorised
-        present = np.flatnonzero(existing >= 0) if self.count else np.empty(0, dtype=np.int64)
-        new = np.setdiff1d(np.arange(keys.size), present, assume_unique=True) if present.size else np.arange(keys.size)
+        # keys already present (rare: bulk loads go into fresh tables) are overwritten one by one
+        present = np.flatnonzero(self.lookup(keys) != -1) if self.count else np.empty(0, dtype=np.int64)
+        new = np.setdiff1d(np.arange(keys.size), present, assume_unique=True)
         for i in present:
             self.set(int(keys[i]), int(values[i]))
         need = self.count + new.size
@@ -208,8 +204,9 @@ class SidTrie:
         self.vocab = vocab
         self.sizes = np.array(vocab.level_sizes, dtype=np.int64)  # children per depth
         self.offsets = np.array(vocab.level_offsets, dtype=np.int64)
+        self._size_list = [int(x) for x in self.sizes]
         self.depth = vocab.sid_length
-        # radix[d] turns a prefix of d codes into key = sum(code_i * prod(sizes[i+1:d]))
+        # a prefix of d codes is keyed by mixed radix over the level sizes (see _prefix_keys)
         self._tables = [IntHashTable(max(16, capacity // 4 if d > 1 else 16)) for d in range(self.depth + 1)]
         self._rows = [_DepthRows(int(self.sizes[d])) for d in range(self.depth)]
         code_dtype = np.int16 if self.sizes.max() <= np.iinfo(np.int16).max else np.int32
@@ -232,16 +229,17 @@ class SidTrie:
             raise TrieError(f"a SID has {self.depth} codes, got {len(codes)}: {codes}")
         if len(codes) > self.depth:
             raise TrieError(f"a SID prefix has at most {self.depth} codes, got {len(codes)}: {codes}")
+        sizes = self._size_list
         for level, code in enumerate(codes):
-            if not 0 <= code < self.sizes[level]:
+            if not 0 <= code < sizes[level]:
                 raise TrieError(f"code {code} out of range 0..{self.sizes[level] - 1} at level {level} in SID {codes}")
         return codes
 
     def _prefix_keys(self, codes: tuple[int, ...]) -> list[int]:
         keys = [0]
         key = 0
-        for level, code in enumerate(codes):
-            key = key * int(self.sizes[level]) + code
+        for size, code in zip(self._size_list, codes):
+            key = key * size + code
             keys.append(key)
         return keys
 
@@ -271,6 +269,20 @@ class SidTrie:
             return None
         slot = self._tables[self.depth].get(self._prefix_keys(codes)[-1])
         return None if slot < 0 else self._item_ids[slot]
+
+    def items_at(self, codes) -> list[str | None]:
+        """Vectorised item_at for many full SIDs ([N, L+1] list, array or tensor); None where no item."""
+        arr = codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes, dtype=np.int64)
+        arr = arr.astype(np.int64, copy=False).reshape(-1, self.depth) if arr.size else np.zeros((0, self.depth),
+                                                                                                  np.int64)
+        valid = ((arr >= 0) & (arr < self.sizes[None, :])).all(axis=1)
+        keys = np.zeros(arr.shape[0], dtype=np.int64)
+        for d in range(self.depth):
+            keys = keys * self.sizes[d] + np.where(valid, arr[:, d], 0)
+        slots = self._tables[self.depth].lookup(keys)
+        slots[~valid] = -1
+        ids = self._item_ids
+        return [None if slot < 0 else ids[slot] for slot in slots.tolist()]
 
     def count_with_prefix(self, codes_prefix: Sequence[int]) -> int:
         try:
@@ -302,14 +314,26 @@ class SidTrie:
             codes = self._check_codes(codes_prefix, full=False)
         except TrieError:
             return []
-        if self.count_with_prefix(codes) == 0:
+        count = self.count_with_prefix(codes)
+        if count == 0:
             return []
+        if count > 256:  # a big subtree: one vectorised scan over item slots beats walking it
+            n = len(self._item_ids)
+            live = np.array([i is not None for i in self._item_ids], dtype=bool)
+            match = live & (self._item_codes[:n, : len(codes)] == np.array(codes)).all(axis=1)
+            slots = np.flatnonzero(match)
+            keys = np.zeros(slots.size, dtype=np.int64)
+            for level in range(self.depth):
+                keys = keys * self.sizes[level] + self._item_codes[slots, level]
+            return [self._item_ids[i] for i in slots[np.argsort(keys)]]
         out: list[str] = []
         stack = [codes]
         while stack:
             prefix = stack.pop()
             if len(prefix) == self.depth:
-                out.append(self.item_at(prefix))
+                item = self.item_at(prefix)
+                if item is not None:
+                    out.append(item)
                 continue
             stack.extend(prefix + (c,) for c in reversed(self.children(prefix)))
         return out
@@ -356,7 +380,8 @@ class SidTrie:
                 table.set(keys[d], row)
             rows.counts[row] += 1
             code = codes[d]
-            rows.bits[row, code >> 6] |= np.uint64(1 << (code & 63))
+            word = rows.bits.item(row, code >> 6) | (1 << (code & 63))
+            rows.bits[row, code >> 6] = word
         self.version += 1
 
     def _new_slot(self) -> int:
@@ -415,7 +440,7 @@ class SidTrie:
             holders = [ids[i] for i in np.flatnonzero(leaf == dup)[:3]]
             raise SidCollisionError(f"items {holders} share one full SID; give them different suffixes")
         trie._item_codes = codes.astype(trie._item_codes.dtype)
-        trie._item_ids = ids
+        trie._item_ids = list[str | None](ids)
         trie._slot_of = {item: i for i, item in enumerate(ids)}
         trie._tables[trie.depth].bulk_set(leaf, np.arange(n))
         for d in range(trie.depth):
@@ -466,7 +491,7 @@ class SidTrie:
     def _token_prefix_keys(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch, t = tokens.shape
         codes = tokens - self.offsets[None, :t]
-        valid = ((codes >= 0) & (codes < self.sizes[None, :t])).all(axis=1)
+        valid = np.asarray(((codes >= 0) & (codes < self.sizes[None, :t])).all(axis=1), dtype=bool)
         keys = np.zeros(batch, dtype=np.int64)
         for d in range(t):  # loop over depth (<= L), vectorised over beams
             keys = keys * self.sizes[d] + np.where(valid, codes[:, d], 0)
@@ -477,6 +502,7 @@ class SidTrie:
         """An independent copy: later inserts/removes on either side do not show in the other."""
         other = SidTrie.__new__(SidTrie)
         other.vocab, other.sizes, other.offsets, other.depth = self.vocab, self.sizes, self.offsets, self.depth
+        other._size_list = self._size_list
         other._tables = [t.copy() for t in self._tables]
         other._rows = [r.copy() for r in self._rows]
         other._item_codes = self._item_codes.copy()
@@ -555,7 +581,7 @@ class ReferenceTrie:
         tokens = torch.as_tensor(prefix_tokens).tolist()
         mask = torch.zeros((len(tokens), vocab.size), dtype=torch.bool)
         for b, row in enumerate(tokens):
-            node = self.root
+            node: dict | str | None = self.root
             for level, token in enumerate(row):
                 code = token - vocab.level_offset(level)
                 if not isinstance(node, dict) or code not in node:

@@ -74,6 +74,21 @@ def register(commands, bench) -> None:
     worker.add_argument("--no-qdrant", action="store_true", help="do not index new items in Qdrant")
     worker.set_defaults(func=cmd_worker)
 
+    from catalogue.settings import CatalogueSettings
+
+    stream = bench.add_parser("stream", help="stream worker throughput and freshness (Kafka -> Faust -> Feast)")
+    stream.add_argument("--dataset", type=Path, default=CatalogueSettings().data_dir / "amazon_beauty_2014",
+                        help="dataset whose catalogue the events use (default: Beauty in SIDSTREAM_DATA_DIR)")
+    stream.add_argument("--catalogue", type=Path, default=None, help="use this catalogue folder instead")
+    stream.add_argument("--quick", action="store_true", help="smaller runs (under 2 minutes)")
+    stream.add_argument("--events", type=int, default=None, help="events for the throughput runs")
+    stream.add_argument("--workers", type=int, default=1, help="worker processes sharing the partitions")
+    stream.add_argument("--rate", type=float, default=1000.0, help="events/s for the freshness run")
+    stream.add_argument("--seconds", type=float, default=None, help="length of the freshness run")
+    stream.add_argument("--items", type=int, default=None, help="new items for the item -> catalogue timing")
+    stream.add_argument("--out", type=Path, required=True)
+    stream.set_defaults(func=cmd_bench_stream)
+
 
 def cmd_worker(args) -> int:
     from catalogue.settings import CatalogueSettings
@@ -83,3 +98,9 @@ def cmd_worker(args) -> int:
     if not (Path(catalogue_dir) / "manifest.json").is_file():
         raise CommandError(f"no catalogue at {catalogue_dir}: build one with `sidstream catalogue build`")
     return run_worker(Path(catalogue_dir), loglevel=args.loglevel, index_items=not args.no_qdrant)
+
+
+def cmd_bench_stream(args) -> int:
+    from deploy.bench_stream import run
+
+    return run(args)

@@ -14,3 +14,6 @@ class FeatureSettings(BaseSettings):
     feast_project: str = "sidstream"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379"
+    # "provider": rows go to the online store as Feast value protos (fast path);
+    # "push_source": through FeatureStore.push on the push source (pandas/arrow conversion per batch)
+    feast_write_path: Literal["provider", "push_source"] = "provider"

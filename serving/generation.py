@@ -36,6 +36,7 @@ class GenerationConfig:
     # logprob: retrieval likelihood; value: the value function; expected_value: P(item) * value
     order_by: str = "logprob"
     value_weights: Mapping[str, float] | None = None  # None: serving.value.DEFAULT_WEIGHTS
+    with_actions: bool = True  # False skips the action step (retrieval only; values are then 0)
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or self.top_k < 1:
@@ -44,6 +45,8 @@ class GenerationConfig:
             raise GenerationError(f"top_k {self.top_k} exceeds beam_size {self.beam_size}")
         if self.order_by not in ORDERINGS:
             raise GenerationError(f"order_by must be one of {ORDERINGS}, got {self.order_by!r}")
+        if not self.with_actions and self.order_by != "logprob":
+            raise GenerationError(f"order_by={self.order_by!r} needs with_actions=True")
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ class GenerationEngine:
                     continue
                 lp, value = log_probs[b][w], values[b][w]
                 score = lp if order_by == "logprob" else value if order_by == "value" else math.exp(lp) * value
-                recs.append(Recommendation(item, lp, dict(zip(actions, action_probs[b][w])), value, score))
+                probs = dict(zip(actions, action_probs[b][w])) if self.config.with_actions else {}
+                recs.append(Recommendation(item, lp, probs, value, score))
             recs.sort(key=lambda r: -r.score)
             out.append(recs[: self.config.top_k])
         return out
@@ -176,9 +180,10 @@ class GenerationEngine:
         return hidden, cache
 
     def _level_log_probs(self, hidden: torch.Tensor, level: int) -> tuple[torch.Tensor, range]:
-        logp = torch.log_softmax(self.model.logits(hidden).float(), dim=-1)
+        """log P(code at `level` | history, previous codes), normalised over that level's tokens (the
+        grammar allows nothing else there; see trainer.data.level_cross_entropy)."""
         span = self.vocab.level_range(level)
-        return logp[:, span.start : span.stop], span
+        return torch.log_softmax(self.model.logits(hidden, span).float(), dim=-1), span
 
     @torch.no_grad()
     def search(self, token_histories: Sequence[Sequence[int]], seen: Sequence[Collection[str]]):
@@ -204,11 +209,12 @@ class GenerationEngine:
         user_rows = torch.arange(B).repeat_interleave(W)
         items: list[list[str | None]] = [[None] * W for _ in range(B)]
 
-        for step in range(1, S + 1):
+        action_probs = torch.zeros(B, W, len(vocab.actions))
+        for step in range(1, S + 1 if self.config.with_actions else S):
             last = beam_tokens[:, :, -1].reshape(B * W, 1)
             hidden = self.model.hidden(last, cache=cache)[:, -1]
             if step == S:
-                action_logits = self.model.logits(hidden)[:, vocab.action_range.start : vocab.action_range.stop]
+                action_logits = self.model.logits(hidden, vocab.action_range)
                 action_probs = torch.softmax(action_logits.float(), dim=-1).view(B, W, -1)
                 break
             logp, span = self._level_log_probs(hidden, step)  # [B*W, V_l]
@@ -225,7 +231,8 @@ class GenerationEngine:
             beam_tokens = torch.cat(
                 [beam_tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, step)), (token + span.start).unsqueeze(-1)], 2
             )
-            cache = cache.select((user_rows * W).view(B, W).add(parent).reshape(-1))
+            if not final or self.config.with_actions:
+                cache = cache.select((user_rows * W).view(B, W).add(parent).reshape(-1))
             if final:
                 alive = (beam_scores > float("-inf")).tolist()
                 parent_rows = (parent + torch.arange(B)[:, None] * W).tolist()
@@ -258,13 +265,38 @@ class GenerationEngine:
 
 
 def exhaustive_scores(model, vocab, trie, token_history: Sequence[int], item_ids: Sequence[str]) -> dict[str, float]:
-    """Reference: log P(item's SID | history) by scoring every item's full SID (no search, no cache)."""
+    """Reference: log P(item's SID | history) by scoring every item's full SID with one plain forward pass
+    each (no search, no cache), each code normalised over its level's tokens as the engine does."""
     with torch.no_grad():
         out = {}
+        n = len(token_history)
         for item in item_ids:
             sid = vocab.sid_to_tokens(trie.codes_of(item))
-            seq = torch.tensor([list(token_history) + sid])
-            logp = torch.log_softmax(model(seq)[0].float(), dim=-1)
-            n = len(token_history)
-            out[item] = float(sum(logp[n - 1 + i, t] for i, t in enumerate(sid)))
+            logits = model(torch.tensor([list(token_history) + sid]))[0].float()
+            total = 0.0
+            for level, token in enumerate(sid):
+                span = vocab.level_range(level)
+                logp = torch.log_softmax(logits[n - 1 + level, span.start : span.stop], dim=-1)
+                total += float(logp[token - span.start])
+            out[item] = total
         return out
+
+
+def load_engine(model_dir, catalogue, config: GenerationConfig | None = None) -> GenerationEngine:
+    """An engine over a registry model directory and a loaded catalogue (catalogue.catalogue.ItemCatalogue).
+
+    Refuses a model trained on another vocabulary layout. A different vocabulary *version* (new codebooks)
+    is refused too, since the model's SID tokens would then mean other items.
+    """
+    from trainer.registry import load_model, load_vocab
+
+    model, manifest = load_model(model_dir)
+    trained_on = load_vocab(manifest)
+    vocab = catalogue.vocab
+    if trained_on.to_json() != vocab.to_json():
+        raise GenerationError(f"model {model_dir} was trained on vocabulary {trained_on.version} "
+                              f"({trained_on.size} tokens), the catalogue speaks {vocab.version} ({vocab.size})")
+    if config is None:
+        window = manifest.get("train_config", {}).get("window_events")
+        config = GenerationConfig(window_events=window) if window else GenerationConfig()
+    return GenerationEngine(model, vocab, catalogue.trie, config)

@@ -91,6 +91,15 @@ class TrainingExample(_Event):
     appended_ms: int
 
 
+def training_example_json(user_id: str, tokens: list[int], event_id: str, event_count: int, event_ms: int,
+                          produced_ms: int | None, appended_ms: int) -> bytes:
+    """A TrainingExample's wire form, built without pydantic: on the worker's per-event path validating a
+    model we just built ourselves cost more than the rest of the append together."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, "user_id": user_id, "tokens": tokens, "event_id": event_id,
+                       "event_count": event_count, "event_ms": event_ms, "produced_ms": produced_ms,
+                       "appended_ms": appended_ms}).encode()
+
+
 class DeadLetter(BaseModel):
     """What could not be processed, with the reason; the original bytes are kept (base64) so nothing is lost."""
 

@@ -25,8 +25,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 from catalogue.catalogue import ItemCatalogue
 from features.sequences import UserSequence
-from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, TrainingExample, now_ms,
-                             parse)
+from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, now_ms, parse,
+                             training_example_json)
 from streams.sequencer import SequenceState, append_event, event_tokens
 from streams.settings import WorkerSettings
 
@@ -121,7 +121,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
     topics = settings.topics
     app = faust.App(settings.app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}",
                     datadir=settings.faust_datadir, topic_partitions=settings.partitions, web_enabled=False,
-                    broker_commit_interval=1.0, producer_linger_ms=5)
+                    broker_commit_interval=1.0, producer_linger_ms=5, stream_buffer_maxsize=16384,
+                    broker_max_poll_records=2000, producer_max_batch_size=262144)
     interactions_topic = app.topic(topics.interactions, key_serializer="raw", value_serializer="raw")
     items_topic = app.topic(topics.items, key_serializer="raw", value_serializer="raw")
     training_topic = app.topic(topics.training, key_serializer="raw", value_serializer="raw")
@@ -174,7 +175,7 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             if ev.context and any(c not in vocab.contexts for c in ev.context.values()):
                 await dead_letter(f"unknown context: {ev.context}", event)
                 continue
-            codes = await sid_for(ev.item_id)
+            codes = view.sid_of.get(ev.item_id) or await sid_for(ev.item_id)
             if codes is None:
                 await dead_letter(f"unknown item: {ev.item_id!r} not in the catalogue after "
                                   f"{settings.unknown_item_wait_s:g} s", event)
@@ -191,10 +192,9 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             appended = now_ms()
             pending[ev.user_id] = UserSequence(ev.user_id, list(state.tokens), state.event_count,
                                                state.last_event_ms, 0)
-            example = TrainingExample(user_id=ev.user_id, tokens=state.tokens, event_id=ev.event_id,
-                                      event_count=state.event_count, event_ms=event_ms,
-                                      produced_ms=ev.produced_ms, appended_ms=appended)
-            await training_topic.send(key=ev.user_id.encode(), value=example.model_dump_json().encode())
+            example = training_example_json(ev.user_id, state.tokens, ev.event_id, state.event_count, event_ms,
+                                            ev.produced_ms, appended)
+            await training_topic.send(key=ev.user_id.encode(), value=example)
             if len(pending) >= settings.feast_flush_rows:
                 await flush()
 

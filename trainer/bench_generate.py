@@ -84,6 +84,7 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
         net = model or Transformer(model_config_for(TrainConfig(), vocab)).eval()
         report["catalogue"] = _case("catalogue", vocab, catalogue.trie, catalogue.item_ids, net, window, history,
                                  repeats, SasrecConfig(), rng, log)
+        report["catalogue"]["source"] = str(catalogue_dir or dataset)
     if large_items:
         vocab = Vocabulary()
         t0 = time.perf_counter()

@@ -23,7 +23,8 @@ from trainer.pretrain import TrainConfig, evaluate_generation, pretrain
 from trainer.sasrec import SasrecConfig, evaluate as evaluate_sasrec, train_sasrec
 
 # Quick: a smoke run that finishes in under 5 minutes on 2 shared cores (numbers are far from converged).
-QUICK_TRAIN = dict(time_budget_s=60.0, max_epochs=100, val_users=500, eval_every=2, patience=3, eval_beam=10)
+QUICK_TRAIN = dict(time_budget_s=75.0, max_epochs=100, val_users=500, eval_every=2, patience=3, eval_beam=10,
+                   d_model=64, n_layers=2, n_heads=2, lr=3e-3, warmup_steps=50, batch_size=64)
 QUICK_SASREC = dict(max_epochs=100, val_users=2000, eval_every=2, patience=3)
 
 
@@ -68,7 +69,9 @@ def prepare_catalogue(dataset_dir: Path, raw: dict[str, list[str]], split: Leave
 def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str | Path | None = None,
                 quick: bool = False, catalogue_dir: str | Path | None = None, work_dir: str | Path = "var/bench",
                 train_overrides: dict | None = None, sasrec_overrides: dict | None = None,
-                skip_sasrec: bool = False, test_users: int = 0, log: Callable[[str], None] = print) -> dict:
+                skip_sasrec: bool = False, test_users: int = 0, model_dir: str | Path | None = None,
+                log: Callable[[str], None] = print) -> dict:
+    """Train both models (or take sidstream from `model_dir`), score every test user, write the report."""
     t_start = time.perf_counter()
     dataset = Path(dataset)
     work = Path(work_dir)
@@ -82,11 +85,23 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
         raise ValueError(f"{len(missing)} dataset items have no SID in the catalogue, e.g. {sorted(missing)[:5]}")
     vocab, trie = catalogue.vocab, catalogue.trie
 
-    train_cfg = TrainConfig.from_overrides(**(QUICK_TRAIN if quick else {}), **(train_overrides or {}))
+    train_cfg = TrainConfig.from_overrides(**{**(QUICK_TRAIN if quick else {}), **(train_overrides or {})})
     tokenizer = Tokenizer(vocab, catalogue.tokens_of)
-    run_dir = work / f"{dataset.name}-sidstream{'-quick' if quick else ''}"
-    log(f"training sidstream (budget {train_cfg.time_budget_s:.0f}s) -> {run_dir}")
-    result = pretrain(split, tokenizer, trie, train_cfg, run_dir, resume=False, log=log)
+    if model_dir is not None:
+        from trainer import registry
+        from trainer.pretrain import TrainResult
+
+        model, manifest = registry.load_model(model_dir)
+        if registry.load_vocab(manifest).to_json() != vocab.to_json():
+            raise ValueError(f"model {model_dir} was trained on another vocabulary than catalogue {vocab.version}")
+        train_cfg = TrainConfig.from_overrides(**manifest.get("train_config", {}))
+        result = TrainResult(model, manifest["metrics"].get("val", {}), manifest.get("epoch", 0), manifest["step"],
+                             manifest.get("train_seconds"))
+        log(f"evaluating sidstream model {model_dir} (step {result.steps}, {result.train_seconds}s training)")
+    else:
+        run_dir = work / f"{dataset.name}-sidstream{'-quick' if quick else ''}"
+        log(f"training sidstream (budget {train_cfg.time_budget_s:.0f}s) -> {run_dir}")
+        result = pretrain(split, tokenizer, trie, train_cfg, run_dir, resume=False, log=log)
     test_cases = split.test if not test_users else split.test[:test_users]
     t0 = time.perf_counter()
     metrics, ranked, validity = evaluate_generation(result.model, vocab, trie, tokenizer, test_cases,
@@ -103,7 +118,8 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
             for case, items in zip(test_cases, ranked):
                 fh.write(f"{case.user}\t{','.join(items)}\n")
     report = {
-        "sidstream": {**metrics, "train_seconds": round(result.train_seconds, 1), "epochs": result.epochs,
+        "sidstream": {**metrics, "epochs": result.epochs,
+                      "train_seconds": None if result.train_seconds is None else round(result.train_seconds, 1),
                       "steps": result.steps, "validation": result.best_metrics,
                       "invalid_generations": validity["invalid_items"],
                       "users_with_fewer_than_10": validity["users_with_fewer_than_k"],
@@ -123,6 +139,7 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
                             "parameters": rec.model.num_parameters()}
     report["configuration"] = {
         "dataset": str(dataset), "users": len(raw), "items": n_items, "quick": quick,
+        "sidstream_model": str(model_dir) if model_dir else "trained in this run",
         "protocol": "leave-one-out (last item test, second-to-last validation), full catalogue, seen items excluded",
         "sidstream": asdict(train_cfg), "generation": {"beam": 20, "top_k": 10, "exclude_seen": True},
         "sasrec": asdict(sas_cfg) if not skip_sasrec else None,

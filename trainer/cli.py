@@ -6,6 +6,9 @@ from pathlib import Path
 
 
 def register(commands, bench) -> None:
+    from trainer.settings import TrainerSettings
+
+    settings = TrainerSettings()
     train = commands.add_parser("train", help="train the generative model")
     train_sub = train.add_subparsers(dest="train_command", metavar="STEP")
     train.set_defaults(func=lambda args: (train.print_help(), 2)[1])
@@ -17,7 +20,7 @@ def register(commands, bench) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting, e.g. --set d_model=64 --set time_budget_s=600")
     p.add_argument("--no-resume", action="store_true", help="start over even when out/checkpoint exists")
-    p.add_argument("--work-dir", type=Path, default=Path("var/bench"), help="cache for built catalogues")
+    p.add_argument("--work-dir", type=Path, default=settings.bench_dir, help="cache for built catalogues")
     p.set_defaults(func=_pretrain)
 
     q = bench.add_parser("quality", help="leave-one-out quality: sidstream vs SASRec, all users")
@@ -26,11 +29,12 @@ def register(commands, bench) -> None:
     q.add_argument("--predictions", type=Path, help="top-10 per test user: user_id<TAB>item,item,...")
     q.add_argument("--quick", action="store_true", help="smoke run under 5 minutes (short training)")
     q.add_argument("--catalogue", type=Path)
-    q.add_argument("--work-dir", type=Path, default=Path("var/bench"))
+    q.add_argument("--work-dir", type=Path, default=settings.bench_dir, help="catalogue cache and run folders")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sidstream training setting")
     q.add_argument("--sasrec-set", action="append", default=[], metavar="KEY=VALUE", help="SASRec setting")
     q.add_argument("--time-budget", type=float, help="training seconds for each model")
     q.add_argument("--skip-sasrec", action="store_true")
+    q.add_argument("--model", type=Path, help="evaluate this sidstream model dir instead of training one")
     q.set_defaults(func=_bench_quality)
 
     g = bench.add_parser("generate", help="ms per user for beam search vs SASRec full scoring")
@@ -41,7 +45,7 @@ def register(commands, bench) -> None:
     g.add_argument("--large-items", type=int, default=1_000_000, help="synthetic catalogue size (0 to skip)")
     g.add_argument("--history", type=int, default=50, help="events per history")
     g.add_argument("--repeats", type=int, default=5)
-    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--threads", type=int, default=settings.torch_threads)
     g.set_defaults(func=_bench_generate)
 
     a = bench.add_parser("actions", help="action ranking AUC on the synthetic world vs the ground-truth ceiling")
@@ -104,7 +108,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
     try:
         run_quality(args.dataset, args.out, args.predictions, quick=args.quick, catalogue_dir=args.catalogue,
                     work_dir=args.work_dir, train_overrides=train, sasrec_overrides=sasrec,
-                    skip_sasrec=args.skip_sasrec)
+                    skip_sasrec=args.skip_sasrec, model_dir=args.model)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     return 0

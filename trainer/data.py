@@ -191,6 +191,33 @@ def weighted_cross_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return (losses * weights).sum() / weights.sum().clamp(min=1e-8)
 
 
+def token_spans(vocab) -> list[range]:
+    """The id ranges a target token's type selects: one per SID level (suffix included), then the actions."""
+    return [vocab.level_range(level) for level in range(vocab.sid_length)] + [vocab.action_range]
+
+
+def level_cross_entropy(model, hidden: torch.Tensor, batch: Batch, spans: Sequence[range]) -> torch.Tensor:
+    """Weighted next-token cross-entropy with the softmax taken over the target's own token type.
+
+    The grammar fixes which type comes next (level l+1 after level l, an action after the suffix, level 0
+    after an action), so normalising within that type loses nothing, matches how generation reads the
+    model (one level at a time under the trie), and scores ~200 candidates instead of the whole vocabulary.
+    """
+    targets = batch.targets.reshape(-1)
+    weights = batch.weights.reshape(-1)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    total = flat.new_zeros(())
+    for span in spans:
+        rows = torch.nonzero((targets >= span.start) & (targets < span.stop) & (weights > 0), as_tuple=True)[0]
+        if rows.numel() == 0:
+            continue
+        logits = model.logits(flat.index_select(0, rows), span)
+        losses = torch.nn.functional.cross_entropy(logits, targets.index_select(0, rows) - span.start,
+                                                   reduction="none")
+        total = total + (losses * weights.index_select(0, rows)).sum()
+    return total / weights.sum().clamp(min=1e-8)
+
+
 def load_amazon_split(dataset_dir) -> tuple[dict[str, list[str]], LeaveOneOut]:
     """sequences.txt -> (raw item sequences, leave-one-out split with action "purchase")."""
     from pathlib import Path

@@ -238,6 +238,14 @@ class Transformer(nn.Module):
         extended in place with these tokens' keys and values.
         """
         B, T = tokens.shape
+        if valid is None and cache is None:  # training: no padding on the left, plain causal attention
+            positions = torch.arange(T, device=tokens.device)
+            if T > self.config.max_len:
+                raise ValueError(f"token stream of {T} exceeds max_len {self.config.max_len}")
+            x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None])
+            for layer, block in enumerate(self.blocks):
+                x = block(x, None, None, layer)
+            return self.norm(x)
         if valid is None:
             valid = torch.ones(B, T, dtype=torch.bool, device=tokens.device)
         past = cache.length if cache is not None else 0
@@ -278,8 +286,12 @@ class Transformer(nn.Module):
         self_only = k_index[None, :] == q_index[:, None]
         return (causal[None] & (key_valid[:, None, :] | self_only[None]))[:, None]
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(hidden)
+    def logits(self, hidden: torch.Tensor, span: range | None = None) -> torch.Tensor:
+        """Output logits; with `span`, only for the tokens in that id range (one SID level, the actions),
+        which is all beam search and the level-wise loss need and costs a fraction of the full head."""
+        if span is None:
+            return self.head(hidden)
+        return hidden @ self.head.weight[span.start : span.stop].T
 
     def forward(
         self,

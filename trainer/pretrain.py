@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from trainer.data import EvalCase, LeaveOneOut, TokenWindows, Tokenizer, weighted_cross_entropy
+from trainer.data import (EvalCase, LeaveOneOut, TokenWindows, Tokenizer, level_cross_entropy, token_spans,
+                          weighted_cross_entropy)
 from trainer.metrics import ranking_report
 from trainer.model import ModelConfig, Transformer
 from trainer import registry
@@ -29,7 +30,7 @@ class TrainConfig:
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.2
     window_events: int = 20
     batch_size: int = 128
     lr: float = 2e-3
@@ -48,6 +49,7 @@ class TrainConfig:
     eval_batch: int = 64
     patience: int = 4  # evaluations without a better validation Recall@10
     threads: int = 2
+    softmax: str = "level"  # "level": over the target's token type (see data.level_cross_entropy); "full": vocabulary
 
     @classmethod
     def from_overrides(cls, base: "TrainConfig | None" = None, **overrides) -> "TrainConfig":
@@ -105,7 +107,8 @@ def evaluate_generation(model, vocab, trie, tokenizer: Tokenizer, cases: Sequenc
     from serving.generation import GenerationConfig, GenerationEngine
 
     engine = GenerationEngine(model, vocab, trie, GenerationConfig(
-        beam_size=beam, top_k=top_k, exclude_seen=exclude_seen, window_events=window_events))
+        beam_size=beam, top_k=top_k, exclude_seen=exclude_seen, window_events=window_events,
+        with_actions=False))
     tokens = [tokenizer.encode(c.history, window_events) for c in cases]
     order = sorted(range(len(cases)), key=lambda i: len(tokens[i]))  # similar lengths batch with little padding
     ranked: list[list[str]] = [[] for _ in cases]
@@ -163,6 +166,9 @@ def pretrain(
         val_cases = [val_cases[i] for i in sorted(val_rng.choice(len(val_cases), config.val_users, replace=False))]
     steps_per_epoch = math.ceil(len(data.streams) / config.batch_size)
     total_steps = steps_per_epoch * config.max_epochs
+    spans = token_spans(vocab)
+    if config.softmax not in ("level", "full"):
+        raise ValueError(f"softmax must be 'level' or 'full', got {config.softmax!r}")
 
     epoch = step = bad_evals = 0
     best = -1.0
@@ -172,6 +178,9 @@ def pretrain(
     if out and resume and (out / "checkpoint" / registry.MANIFEST).exists():
         ckpt = out / "checkpoint"
         loaded, manifest = registry.load_model(ckpt)
+        if loaded.config != model.config:
+            raise ValueError(f"{ckpt} holds a model of another shape ({loaded.config}); "
+                             f"use a new --out or --no-resume")
         model.load_state_dict(loaded.state_dict())
         registry.load_optimizer(ckpt, optimizer, manifest)
         state = manifest["train_state"]
@@ -209,8 +218,10 @@ def pretrain(
             lr = learning_rate(config, step, max(step / total_steps, elapsed / config.time_budget_s))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits = model(batch.inputs)
-            loss = weighted_cross_entropy(logits, batch)
+            if config.softmax == "level":
+                loss = level_cross_entropy(model, model.hidden(batch.inputs), batch, spans)
+            else:
+                loss = weighted_cross_entropy(model(batch.inputs), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -244,7 +255,7 @@ def pretrain(
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
                 if out:
                     registry.save_model(out / "model", model, vocab, step, {"val": metrics},
-                                        {"train_config": asdict(config), "epoch": epoch})
+                                        {"train_config": asdict(config), "epoch": epoch, "train_seconds": seconds})
             else:
                 bad_evals += 1
         history.append(record)

@@ -182,7 +182,7 @@ def train_sasrec(
         if bar is not None:
             bar.close()
         seconds += time.perf_counter() - t0
-        if epoch % config.eval_every == 0:
+        if epoch % config.eval_every == 0 or epoch == config.max_epochs or seconds >= config.time_budget_s:
             metrics, _ = evaluate(rec, val)
             if metrics["recall@10"] > best:
                 best, bad, best_metrics = metrics["recall@10"], 0, metrics

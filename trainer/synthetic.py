@@ -50,7 +50,7 @@ class WorldConfig:
     dim: int = 16
     topic_spread: float = 0.35  # subtopic offset scale relative to the topic centre
     item_spread: float = 0.25
-    drift: float = 0.08  # taste random walk per event
+    drift: float = 0.08  # taste random walk per event (norm of the step on the unit sphere)
     jump_prob: float = 0.02  # chance per event that a taste jumps to another topic
     sharpness: float = 3.0
     shown_near_taste: float = 0.5
@@ -141,7 +141,7 @@ class SyntheticWorld:
                 probs = action_probabilities(a)
                 action = WORLD_ACTIONS[int(rng.choice(4, p=probs))]
                 out.append(Interaction(str(u + 1), self.items[j].item_id, action, t, tuple(float(p) for p in probs)))
-                taste = _unit(taste + rng.standard_normal(cfg.dim) * cfg.drift)
+                taste = _unit(taste + rng.standard_normal(cfg.dim) * cfg.drift / math.sqrt(cfg.dim))
                 if rng.random() < cfg.jump_prob:
                     taste = _unit(0.5 * taste + self.topic_centres[int(rng.integers(cfg.topics))])
         return out

@@ -19,6 +19,12 @@ def test_no_title_means_no_usable_text(item):
     assert item_text(item) == ""
 
 
+def test_metadata_text_without_title():
+    assert item_text({"item_id": "1", "brand": "Acme", "categories": ["Beauty"]}, require_title=False) == \
+        "Brand: Acme. Category: Beauty"
+    assert item_text({"item_id": "1", "title": " "}, require_title=False) == ""
+
+
 def two_communities(n=20, users=200, seed=0):
     rng = np.random.default_rng(seed)
     a = [str(i) for i in range(n)]
@@ -68,12 +74,14 @@ class StubTextEncoder:
 
 def test_embed_catalogue_routes_items_by_text_availability():
     items = [{"item_id": str(i), "title": f"title {i}"} for i in range(8)]
-    items += [{"item_id": "8", "title": ""}, {"item_id": "9", "title": ""}]
+    items += [{"item_id": "8", "title": ""}, {"item_id": "9", "title": ""},
+              {"item_id": "10", "title": "", "categories": ["Beauty", "Nails"]}]
     seqs = {"u": ["0", "8", "1"]}
     res = embed_catalogue(items, seqs, text_encoder_factory=StubTextEncoder, progress=False, log=lambda m: None)
     src = dict(zip(res.item_ids, res.sources))
-    assert src["0"] == "text" and src["8"] == "cooccurrence" and src["9"] == "hash"
-    assert np.isfinite(res.vectors).all() and res.counts == {"text": 8, "cooccurrence": 1, "svd": 0, "hash": 1}
+    assert src["0"] == "text" and src["8"] == "cooccurrence" and src["9"] == "hash" and src["10"] == "metadata"
+    assert np.isfinite(res.vectors).all()
+    assert res.counts == {"text": 8, "cooccurrence": 1, "metadata": 1, "svd": 0, "hash": 1}
     np.testing.assert_allclose(res.vectors[9], hashed_vector("9", 16))
 
 

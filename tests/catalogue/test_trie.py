@@ -164,3 +164,57 @@ def test_million_items_memory_and_mask(request):
     mask = trie.next_token_mask(torch.tensor([[vocab.sid_token(0, int(codes[0, 0]))]] * 64))
     got = {t - vocab.level_offset(1) for t in mask[0].nonzero().flatten().tolist()}
     assert got == ref_children and mask.shape == (64, vocab.size)
+
+
+WIDE = Vocabulary(levels=2, codes_per_level=130, suffix_size=70)  # multi-word bitsets, bit 63 and word edges
+EDGE = st.sampled_from([0, 1, 62, 63, 64, 65, 127, 128, 129])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["insert", "remove"]), st.integers(0, 9),
+                          st.tuples(EDGE, EDGE, st.sampled_from([0, 63, 64, 69]))), max_size=40))
+def test_wide_bitsets_match_reference(operations):
+    trie, ref = SidTrie(WIDE), ReferenceTrie(WIDE)
+    for op, item, codes in operations:
+        item = f"w{item}"
+        if op == "insert" and ref.item_at(codes) in (None, item):
+            trie.insert(item, codes)
+            ref.insert(item, codes)
+        elif op == "remove" and item in ref.codes:
+            trie.remove(item)
+            ref.remove(item)
+    prefixes = [[]] + [[WIDE.sid_token(0, a)] for a in (0, 63, 64, 129)]
+    prefixes += [[WIDE.sid_token(0, a), WIDE.sid_token(1, b)] for a in (0, 63, 64, 128) for b in (1, 63, 64, 127)]
+    for t in range(3):
+        rows = [p for p in prefixes if len(p) == t]
+        batch = torch.tensor(rows, dtype=torch.long).reshape(len(rows), t)
+        assert torch.equal(trie.next_token_mask(batch), ref.next_token_mask(batch))
+    assert {i: trie.codes_of(i) for i in trie} == ref.codes
+
+
+def test_items_with_prefix_large_subtree_uses_same_order():
+    vocab = Vocabulary(levels=2, codes_per_level=40, suffix_size=8)
+    rng = np.random.default_rng(0)
+    sids = {(int(a), int(b), int(c)) for a, b, c in zip(rng.integers(0, 2, 3000), rng.integers(0, 40, 3000),
+                                                          rng.integers(0, 8, 3000))}
+    trie, ref = SidTrie(vocab), ReferenceTrie(vocab)
+    for k, sid in enumerate(sorted(sids, key=lambda s: (s[2], s[1]))):
+        trie.insert(f"i{k}", sid)
+        ref.insert(f"i{k}", sid)
+    trie.remove("i5")
+    ref.remove("i5")
+    assert trie.count_with_prefix((0,)) > 256
+    assert trie.items_with_prefix((0,)) == ref.items_with_prefix((0,))
+    assert trie.items_with_prefix(()) == ref.items_with_prefix(())
+
+
+def test_items_at_matches_item_at():
+    trie = SidTrie(SMALL)
+    trie.insert("a", (0, 1, 0))
+    trie.insert("b", (2, 2, 1))
+    trie.insert("c", (0, 1, 1))
+    trie.remove("c")
+    queries = [(0, 1, 0), (2, 2, 1), (0, 1, 1), (9, 0, 0), (-1, 0, 0), (1, 1, 1)]
+    assert trie.items_at(queries) == [trie.item_at(q) for q in queries] == ["a", "b", None, None, None, None]
+    assert trie.items_at(torch.tensor(queries[:2])) == ["a", "b"]
+    assert trie.items_at([]) == []

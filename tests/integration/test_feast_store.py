@@ -31,17 +31,20 @@ def round_trip(store: UserSequenceStore) -> None:
         got = back[row.user_id]
         assert got.tokens == row.tokens and got.event_count == row.event_count
         assert got.last_event_ms == row.last_event_ms and got.pushed_ms > 0
-    # a newer push replaces the window
-    newer = UserSequence("u3", rows[3].tokens + [7, 8, 9, 10, 11], 5, rows[3].last_event_ms + 1000)
+    # a later push replaces the window, even when its event time is the same millisecond (Redis would skip it
+    # if rows were stamped with the event time)
+    newer = UserSequence("u3", rows[3].tokens + [7, 8, 9, 10, 11], 5, rows[3].last_event_ms)
     store.push([newer])
     assert store.read(["u3"])["u3"].tokens == newer.tokens
 
 
+@pytest.mark.parametrize("write_path", ["provider", "push_source"])
 @pytest.mark.parametrize("online_store", ["sqlite", "redis"])
-def test_feast_apply_push_and_read(online_store, services, tmp_path):
+def test_feast_apply_push_and_read(online_store, write_path, services, tmp_path):
     if online_store == "redis" and not services.redis_url:
         pytest.skip("no Redis in this services backend")
-    settings = FeatureSettings(online_store=online_store, feast_project=f"sidstream_{online_store}",
+    settings = FeatureSettings(online_store=online_store, feast_project=f"sidstream_{online_store}_{write_path}",
+                               feast_write_path=write_path,
                                **({"redis_url": services.redis_url} if services.redis_url else {}))
     repo = write_repo(tmp_path / "feast", settings)
     out = feast_apply(repo)

@@ -119,3 +119,75 @@ def test_new_item_gets_a_sid_and_becomes_usable(services, beauty, tmp_path):
     assert catalogue.trie.item_at(sid) is None, "the new SID must not collide with an existing item"
     row = store.read(["fresh-user"])["fresh-user"]
     assert row.tokens == catalogue.vocab.sid_to_tokens(sid) + [catalogue.vocab.action_token("like")]
+
+
+def test_sigkill_three_times_loses_and_duplicates_nothing(services, beauty, tmp_path):
+    """SIGKILL the worker three times during a 50,000-event replay, restarting each time."""
+    import time
+
+    catalogue_dir, catalogue, sequences = beauty
+    env = StreamEnv(services.kafka_bootstrap, tmp_path)
+    settings = env.settings()
+    ensure_topics(settings)
+    users = choose_users(sequences, 50_000)
+    events = list(amazon_events({u: sequences[u] for u in users}, limit=50_000))
+    expected = expected_states(catalogue, events, settings.window_events)
+    training_end = lambda: len(read_topic(env.bootstrap, settings.topics.training, timeout_s=10))  # noqa: E731
+
+    producer = EventProducer(env.bootstrap)
+    for event in events[:25_000]:  # half up front, half while the worker is being killed
+        producer.send(settings.topics.interactions, event)
+    producer.producer.flush()
+    worker = WorkerProcess(env, catalogue_dir).start()
+    kills, produced = 0, 25_000
+    try:
+        while kills < 3:
+            before = training_end()
+            wait_for(lambda: training_end() > before + 2000 or f"{training_end()} processed", 180,
+                     "the worker to make progress", worker, interval=0.5)
+            worker.kill()
+            kills += 1
+            chunk = events[produced: produced + 8000]
+            for event in chunk:
+                producer.send(settings.topics.interactions, event)
+            producer.producer.flush()
+            produced += len(chunk)
+            worker = WorkerProcess(env, catalogue_dir, name="w0").start()
+        for event in events[produced:]:
+            producer.send(settings.topics.interactions, event)
+        producer.close()
+        store = UserSequenceStore(env.feature_settings(), repo_dir=tmp_path / "feast")
+        wait_for(lambda: mismatches(store, expected) == 0 or f"{mismatches(store, expected)} mismatched users",
+                 300, "every sequence to match after three SIGKILLs", worker, interval=2.0)
+    finally:
+        worker.stop()
+    assert kills == 3
+    # zero lost and zero duplicated tokens: every user's window and event count equal the direct build
+    got = store.read(list(expected))
+    assert all(got[u].tokens == s.tokens and got[u].event_count == s.event_count for u, s in expected.items())
+
+
+def test_two_workers_share_partitions_and_agree_with_one(services, beauty, tmp_path):
+    catalogue_dir, catalogue, sequences = beauty
+    env = StreamEnv(services.kafka_bootstrap, tmp_path)
+    settings = env.settings()
+    ensure_topics(settings)
+    users = choose_users(sequences, 10_000)
+    events = list(amazon_events({u: sequences[u] for u in users}, limit=10_000))
+    expected = expected_states(catalogue, events, settings.window_events)
+    first = WorkerProcess(env, catalogue_dir, name="a").start()
+    second = WorkerProcess(env, catalogue_dir, name="b").start()
+    try:
+        producer = EventProducer(env.bootstrap)
+        for event in events:
+            producer.send(settings.topics.interactions, event)
+        producer.close()
+        store = UserSequenceStore(env.feature_settings(), repo_dir=tmp_path / "feast")
+        wait_for(lambda: mismatches(store, expected) == 0 or f"{mismatches(store, expected)} mismatched users",
+                 240, "two workers to build every sequence", first, interval=2.0)
+        assert second.alive(), second.tail()
+    finally:
+        first.stop()
+        second.stop()
+    logs = first.tail(200_000) + second.tail(200_000)
+    assert "stats" in logs

@@ -127,3 +127,34 @@ def test_bad_requests():
     with pytest.raises(ValueError, match="unknown actions"):
         ValueFunction({"dance": 1.0}).vector(VOCAB.actions)
     assert ValueFunction.parse("click=1, like=10,downvote=-100").weights == {"click": 1, "like": 10, "downvote": -100}
+
+
+def test_retrieval_only_mode_gives_the_same_items():
+    trie = make_trie(12, seed=4)
+    model = make_model(seed=4)
+    h = history(trie, ["i2", "i3"])
+    full = GenerationEngine(model, VOCAB, trie, GenerationConfig(beam_size=8, top_k=5)).recommend([h])[0]
+    fast = GenerationEngine(model, VOCAB, trie, GenerationConfig(beam_size=8, top_k=5, with_actions=False))
+    got = fast.recommend([h])[0]
+    assert [r.item_id for r in got] == [r.item_id for r in full]
+    assert all(r.action_probs == {} for r in got)
+    with pytest.raises(GenerationError):
+        GenerationConfig(with_actions=False, order_by="value")
+
+
+def test_load_engine_checks_vocabulary(tmp_path):
+    from types import SimpleNamespace
+
+    from trainer.registry import save_model
+
+    trie = make_trie(6)
+    model = make_model()
+    save_model(tmp_path / "m", model, VOCAB, extra={"train_config": {"window_events": 7}})
+    from serving.generation import load_engine
+
+    engine = load_engine(tmp_path / "m", SimpleNamespace(vocab=VOCAB, trie=trie))
+    assert engine.config.window_events == 7
+    assert len(engine.recommend([history(trie, ["i1"])])[0]) == 5
+    other = Vocabulary(levels=2, codes_per_level=4, suffix_size=2, actions=VOCAB.actions, version="other")
+    with pytest.raises(GenerationError, match="vocabulary"):
+        load_engine(tmp_path / "m", SimpleNamespace(vocab=other, trie=trie))

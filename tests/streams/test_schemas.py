@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from streams.schemas import CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, TrainingExample, parse
+from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, TrainingExample, parse,
+                             training_example_json)
 
 
 def test_interaction_round_trip():
@@ -47,3 +48,9 @@ def test_catalogue_entry_and_training_example_serialise():
     assert parse(CatalogueEntry, removal.model_dump_json()).sid is None
     ex = TrainingExample(user_id="u", tokens=[1, 2], event_id="e", event_count=1, event_ms=1, appended_ms=2)
     assert parse(TrainingExample, ex.model_dump_json()) == ex
+
+
+def test_fast_training_example_json_is_a_valid_training_example():
+    raw = training_example_json("u", [5, 6, 7], "e9", 3, 1000, None, 1005)
+    assert parse(TrainingExample, raw) == TrainingExample(user_id="u", tokens=[5, 6, 7], event_id="e9", event_count=3,
+                                                          event_ms=1000, produced_ms=None, appended_ms=1005)

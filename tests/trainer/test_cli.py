@@ -74,3 +74,16 @@ def test_bench_generate_cli(tiny_dataset, tmp_path):
         for batch in ("batch_1", "batch_32"):
             assert report[case][batch]["sidstream_ms_per_user"] > 0
             assert report[case][batch]["sasrec_ms_per_user"] > 0
+
+
+@pytest.mark.slow
+def test_bench_quality_can_score_a_trained_model(tiny_dataset, tmp_path):
+    data, cat = tiny_dataset
+    run = tmp_path / "run"
+    assert main(["train", "pretrain", "--dataset", str(data), "--out", str(run), "--catalogue", str(cat)] + SMALL) == 0
+    out = tmp_path / "q.json"
+    assert main(["bench", "quality", "--dataset", str(data), "--out", str(out), "--catalogue", str(cat),
+                 "--model", str(run / "model"), "--skip-sasrec", "--work-dir", str(tmp_path / "w")]) == 0
+    report = json.loads(out.read_text())
+    assert report["sidstream"]["invalid_generations"] == 0 and report["sidstream"]["train_seconds"] > 0
+    assert "sasrec" not in report

@@ -88,3 +88,30 @@ def test_load_amazon_split(tmp_path):
     assert [c.target for c in split.test] == ["8", "6"]
     with pytest.raises(DataError):
         load_amazon_split(tmp_path / "missing")
+
+
+def test_level_cross_entropy_normalises_within_the_target_type():
+    from trainer.data import level_cross_entropy, token_spans
+    from trainer.model import ModelConfig, Transformer
+
+    tok = tokenizer()
+    data = TokenWindows({"u": [("a", "click"), ("c", "like")]}, tok, window_events=2, action_weight=0.5)
+    (batch,) = list(data.batches(4, np.random.default_rng(0)))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=VOCAB.size, max_len=16, d_model=8, n_layers=1, n_heads=2,
+                                    dropout=0.0))
+    hidden = model.hidden(batch.inputs)
+    loss = level_cross_entropy(model, hidden, batch, token_spans(VOCAB))
+    logits = model.logits(hidden)[0]
+    expected, wsum = 0.0, 0.0
+    for pos, target in enumerate(batch.targets[0].tolist()):
+        w = float(batch.weights[0, pos])
+        if w == 0:
+            continue
+        span = next(s for s in token_spans(VOCAB) if target in s)
+        logp = torch.log_softmax(logits[pos, span.start:span.stop], -1)[target - span.start]
+        expected += -float(logp.detach()) * w
+        wsum += w
+    assert loss.item() == pytest.approx(expected / wsum, rel=1e-5)
+    loss.backward()
+    assert model.tok_emb.weight.grad.abs().sum() > 0

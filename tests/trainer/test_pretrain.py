@@ -86,3 +86,11 @@ def test_corrupt_weights_are_refused(tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(registry.RegistryError, match="sha256"):
         registry.load_model(tmp_path / "model")
+
+
+def test_resume_with_another_shape_is_refused(tmp_path):
+    split, tok, trie = toy_world()
+    pretrain(split, tok, trie, small_config(max_epochs=1), tmp_path, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="another shape"):
+        pretrain(split, tok, trie, small_config(max_epochs=2, d_model=16), tmp_path, progress=False,
+                 log=lambda s: None)

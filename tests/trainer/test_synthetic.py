@@ -69,3 +69,34 @@ def test_teacher_forced_action_probs_shape():
     with torch.no_grad():
         direct = torch.softmax(model(torch.tensor([seq]))[0, -1, vocab.action_range.start:vocab.action_range.stop], -1)
     assert np.allclose(probs[5], direct.numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_model_learns_item_dependent_actions():
+    """A deterministic item -> action rule must be learned: AUC near 1 on teacher-forced P(action)."""
+    import torch
+
+    from catalogue.trie import SidTrie
+    from catalogue.vocab import Vocabulary
+    from trainer.data import Tokenizer, leave_one_out
+    from trainer.metrics import auc
+    from trainer.pretrain import TrainConfig, pretrain
+
+    vocab = Vocabulary(levels=2, codes_per_level=8, suffix_size=2, actions=("click", "purchase"))
+    rng = np.random.default_rng(0)
+    trie = SidTrie(vocab)
+    for k in range(40):
+        trie.insert(str(k), (k % 5, (k // 5) % 8, 0))
+    seqs = {str(u): [(str(k), "purchase" if k % 5 in (0, 2) else "click")
+                     for k in rng.choice(40, size=int(rng.integers(5, 9)), replace=False)] for u in range(200)}
+    tok = Tokenizer(vocab, lambda i: vocab.sid_to_tokens(trie.codes_of(i)))
+    config = TrainConfig(d_model=32, n_layers=1, n_heads=2, dropout=0.0, window_events=6, batch_size=16, lr=5e-3,
+                         warmup_steps=5, max_epochs=25, val_users=0, eval_beam=10, eval_every=100, patience=100,
+                         threads=1)
+    result = pretrain(leave_one_out(seqs), tok, trie, config, None, progress=False, log=lambda s: None)
+    scores, labels = [], []
+    for events in list(seqs.values())[:50]:
+        probs = predicted_action_probs(result.model, tok, events, 6)
+        scores += list(probs[:, vocab.actions.index("purchase")])
+        labels += [a == "purchase" for _, a in events]
+    assert auc(scores, labels) > 0.95

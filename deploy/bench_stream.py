@@ -1,0 +1,343 @@
+"""`sidstream bench stream`: throughput and freshness of the stream workers, end to end through a real Kafka
+broker, real Faust worker processes and the Feast online store (SQLite and Redis).
+
+- events_per_s_<store>: N pre-produced interactions; from the first appended event to the moment every user's
+  final row is visible in Feast.
+- event_to_feast_ms: interactions produced at `rate_ev_s`; a poller reads Feast and times when each sampled event
+  is visible (produced -> visible), so the figure covers Kafka, Faust, the micro-batched push and the store.
+- item_to_catalogue_ms: items produced to `items`; timed until their SID is readable on the `catalogue` topic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def percentile(values, q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return float(ordered[index])
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(),
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def log(message: str) -> None:
+    print(f"bench stream: {message}", file=sys.stderr, flush=True)
+
+
+class StreamBench:
+    def __init__(self, bootstrap: str, redis_url: str | None, catalogue_dir: Path, root: Path, workers: int):
+        self.bootstrap, self.redis_url = bootstrap, redis_url
+        self.catalogue_dir, self.root, self.workers = catalogue_dir, root, workers
+        from catalogue.catalogue import ItemCatalogue
+
+        self.catalogue = ItemCatalogue.load(catalogue_dir)
+        self.items = self.catalogue.item_ids
+
+    def _env(self, name: str, online_store: str):
+        from deploy.streamproc import StreamEnv
+
+        root = self.root / name
+        root.mkdir(parents=True, exist_ok=True)
+        return StreamEnv(self.bootstrap, root, redis_url=self.redis_url, online_store=online_store)
+
+    def _start_workers(self, env):
+        from deploy.streamproc import WorkerProcess
+
+        return [WorkerProcess(env, self.catalogue_dir, name=f"w{i}").start() for i in range(self.workers)]
+
+    def _events(self, prefix: str, users: int, per_user: int):
+        import random
+
+        from streams.schemas import InteractionEvent
+
+        rng = random.Random(7)
+        now = time.time()
+        for position in range(per_user):
+            for u in range(users):
+                yield InteractionEvent(event_id=f"{prefix}{u}:{position}", user_id=f"{prefix}{u}",
+                                       item_id=rng.choice(self.items), action="purchase", ts=now)
+
+    def throughput(self, online_store: str, events: int, timeout_s: float = 600) -> dict:
+        from features.store import UserSequenceStore
+        from streams.producer import EventProducer
+        from streams.topics import ensure_topics
+
+        env = self._env(f"throughput-{online_store}", online_store)
+        settings = env.settings()
+        ensure_topics(settings)
+        users, per_user = max(1, events // 10), 10
+        producer = EventProducer(self.bootstrap)
+        log(f"[{online_store}] producing {users * per_user} interactions ({users} users x {per_user}) ...")
+        for event in self._events("t", users, per_user):
+            producer.send(settings.topics.interactions, event)
+        producer.close()
+        store = UserSequenceStore(env.feature_settings(), repo_dir=env.root / "feast")
+        workers = self._start_workers(env)
+        try:
+            log(f"[{online_store}] {self.workers} worker(s) started; waiting until Feast holds every final row")
+            probe = [f"t{u}" for u in range(0, users, max(1, users // 500))]
+            deadline = time.monotonic() + timeout_s
+            done_at = None
+            while time.monotonic() < deadline:
+                try:
+                    rows = store.read(probe)
+                except Exception:  # the worker has not registered the repository yet
+                    rows = {}
+                if rows and all(r is not None and r.event_count == per_user for r in rows.values()):
+                    full = store.read([f"t{u}" for u in range(users)])
+                    if all(r is not None and r.event_count == per_user for r in full.values()):
+                        done_at = time.time()
+                        break
+                if not any(w.alive() for w in workers):
+                    raise RuntimeError(f"workers died: {workers[0].tail()}")
+                time.sleep(0.25)
+            if done_at is None:
+                raise RuntimeError(f"[{online_store}] not all rows visible after {timeout_s:.0f} s")
+            first_appended = self._first_appended_ms(settings.topics.training) / 1000
+        finally:
+            for w in workers:
+                w.stop()
+        seconds = done_at - first_appended
+        rate = users * per_user / seconds
+        log(f"[{online_store}] {users * per_user} events through Kafka, Faust and Feast in {seconds:.2f} s: "
+            f"{rate:.0f} events/s")
+        return {"events": users * per_user, "seconds": seconds, "events_per_s": rate}
+
+    def _first_appended_ms(self, topic: str) -> float:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
+        try:
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            firsts = []
+            pending = set(tps)
+            deadline = time.monotonic() + 20
+            while pending and time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=300, max_records=50).items():
+                    if tp in pending and records:
+                        firsts.append(json.loads(records[0].value)["appended_ms"])
+                        pending.discard(tp)
+                        consumer.pause(tp)
+            return min(firsts)
+        finally:
+            consumer.close()
+
+    def freshness(self, rate: float, seconds: float, items: int) -> dict:
+        from features.store import UserSequenceStore
+        from streams.producer import EventProducer
+        from streams.replay import RateLimiter
+        from streams.schemas import InteractionEvent
+        from streams.topics import ensure_topics
+
+        env = self._env("freshness", "sqlite")
+        settings = env.settings()
+        ensure_topics(settings)
+        store = UserSequenceStore(env.feature_settings(), repo_dir=env.root / "feast")
+        workers = self._start_workers(env)
+        producer = EventProducer(self.bootstrap)
+        try:
+            self._warm_up(producer, settings, store, workers)
+            samples: dict[str, tuple[int, float]] = {}  # user -> (expected event_count, produced time)
+            latencies: list[float] = []
+            lock, stop = threading.Lock(), threading.Event()
+
+            def poll():
+                while not stop.is_set() or samples:
+                    with lock:
+                        pending = dict(list(samples.items())[:300])
+                    if not pending:
+                        time.sleep(0.005)
+                        continue
+                    rows = store.read(list(pending))
+                    seen_at = time.time()
+                    with lock:
+                        for user, (count, produced) in pending.items():
+                            row = rows.get(user)
+                            if row is not None and row.event_count >= count and samples.get(user) == (count, produced):
+                                latencies.append((seen_at - produced) * 1000)
+                                del samples[user]
+                    if stop.is_set() and time.monotonic() > stop_deadline[0]:
+                        return
+                    time.sleep(0.005)
+
+            stop_deadline = [float("inf")]
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            users = 2000
+            counts = [0] * users
+            limiter = RateLimiter(rate)
+            total = int(rate * seconds)
+            log(f"producing {total} interactions at {rate:.0f} events/s and timing each sampled one until Feast shows it")
+            for i in range(total):
+                limiter.wait()
+                u = i % users
+                counts[u] += 1
+                user = f"f{u}"
+                event = InteractionEvent(event_id=f"f{i}", user_id=user, item_id=self.items[i % len(self.items)],
+                                         action="purchase", ts=time.time())
+                producer.send(settings.topics.interactions, event)
+                if i % 5 == 0:
+                    with lock:
+                        if user not in samples:
+                            samples[user] = (counts[u], time.time())
+            producer.producer.flush()
+            stop_deadline[0] = time.monotonic() + 30
+            stop.set()
+            poller.join(timeout=40)
+            event_ms = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+                        "mean": statistics.fmean(latencies) if latencies else float("nan"),
+                        "samples": len(latencies), "rate_ev_s": rate, "seconds": seconds}
+            log(f"event -> Feast at {rate:.0f} ev/s: p50 {event_ms['p50']:.0f} ms, p99 {event_ms['p99']:.0f} ms "
+                f"({len(latencies)} samples)")
+
+            item_ms = self._item_latency(producer, settings, items)
+        finally:
+            producer.close()
+            for w in workers:
+                w.stop()
+        return {"event_to_feast_ms": event_ms, "item_to_catalogue_ms": item_ms}
+
+    def _warm_up(self, producer, settings, store, workers) -> None:
+        from streams.schemas import InteractionEvent
+
+        producer.send(settings.topics.interactions, InteractionEvent(
+            event_id="warm", user_id="warm-user", item_id=self.items[0], action="purchase", ts=time.time()))
+        producer.producer.flush()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if store.read(["warm-user"])["warm-user"] is not None:
+                    return
+            except Exception:
+                pass
+            if not any(w.alive() for w in workers):
+                raise RuntimeError(f"workers died: {workers[0].tail()}")
+            time.sleep(0.2)
+        raise RuntimeError("the worker did not come up within 180 s")
+
+    def _item_latency(self, producer, settings, items: int) -> dict:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from streams.schemas import ItemEvent
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
+        tp = TopicPartition(settings.topics.catalogue, 0)
+        consumer.assign([tp])
+        consumer.seek_to_end(tp)
+        consumer.position(tp)
+        produced: dict[str, float] = {}
+        latencies: list[float] = []
+        log(f"producing {items} new items, 5 per second, timing each until its SID is on the catalogue topic")
+        for i in range(items):
+            item_id = f"bench-item-{i}-{time.time_ns()}"
+            producer.send(settings.topics.items, ItemEvent(item_id=item_id, title=f"Bench item {i} shimmer gloss",
+                                                           categories=["Beauty", "Makeup"], price=9.5, ts=time.time()))
+            producer.producer.flush()
+            produced[item_id] = time.time()
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:
+                for records in consumer.poll(timeout_ms=20).values():
+                    now = time.time()
+                    for record in records:
+                        entry = json.loads(record.value)
+                        if entry["item_id"] in produced:
+                            latencies.append((now - produced.pop(entry["item_id"])) * 1000)
+        deadline = time.monotonic() + 30
+        while produced and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                for record in records:
+                    entry = json.loads(record.value)
+                    if entry["item_id"] in produced:
+                        latencies.append((now - produced.pop(entry["item_id"])) * 1000)
+        consumer.close()
+        result = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "samples": len(latencies),
+                  "missing": len(produced)}
+        log(f"item -> catalogue topic: p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms "
+            f"({len(latencies)} items, {len(produced)} missing)")
+        return result
+
+
+def bench_catalogue_dir(dataset: Path, cache_dir: Path) -> Path:
+    """A catalogue of the dataset built from collaborative embeddings (no text model, so it builds in seconds),
+    cached between runs."""
+    from catalogue.catalogue import build_catalogue
+    from catalogue.datasets import load_sequences
+
+    out = cache_dir / "bench" / f"catalogue-collab-{dataset.name}"
+    if (out / "manifest.json").exists():
+        return out
+    log(f"building a collaborative catalogue of {dataset} into {out} (once)")
+    build_catalogue([], load_sequences(dataset), out, progress=False, log=lambda *_: None, text_encoder_factory=None)
+    return out
+
+
+def run(args) -> int:
+    from deploy.settings import StackSettings
+
+    stack_settings = StackSettings()
+    quick = args.quick
+    events = args.events or (10_000 if quick else 100_000)
+    rate, seconds, items = args.rate, args.seconds or (8 if quick else 30), args.items or (10 if quick else 50)
+    catalogue_dir = args.catalogue or bench_catalogue_dir(args.dataset, Path(stack_settings.cache_dir))
+    started = time.time()
+    stack = None
+    with tempfile.TemporaryDirectory(prefix="sidstream-bench-stream-") as tmp:
+        root = Path(tmp)
+        if stack_settings.kafka_bootstrap_servers:
+            bootstrap, redis_url = stack_settings.kafka_bootstrap_servers, stack_settings.redis_url
+        else:
+            from deploy.localstack import LocalStack, free_port
+
+            stack = LocalStack(StackSettings(kafka_bootstrap_servers=None, state_dir=root / "stack",
+                                             kafka_port=free_port(), kafka_controller_port=free_port(),
+                                             redis_port=free_port()), log=log)
+            stack.up(redis=True)
+            bootstrap, redis_url = stack.kafka_bootstrap, stack.redis_url
+        try:
+            bench = StreamBench(bootstrap, redis_url, catalogue_dir, root, args.workers)
+            result = {"benchmark": "stream", "quick": quick, "workers": args.workers,
+                      "catalogue": str(catalogue_dir), "catalogue_items": len(bench.items),
+                      "embedding_model": bench.catalogue.info.get("embedding_model"), "machine": machine_info()}
+            for store in ("sqlite", "redis"):
+                if store == "redis" and not redis_url:
+                    log("no Redis: skipping the Redis throughput run")
+                    continue
+                t = bench.throughput(store, events)
+                result[f"events_per_s_{store}"] = t["events_per_s"]
+                result[f"throughput_{store}"] = t
+            result.update(bench.freshness(rate, seconds, items))
+        finally:
+            if stack is not None:
+                stack.down(purge=True)
+    result["load_average_at_end"] = os.getloadavg()
+    result["wall_seconds"] = time.time() - started
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in result if k.startswith(("events_per_s", "event_to", "item_to"))},
+                     indent=2))
+    log(f"wrote {args.out} in {result['wall_seconds']:.0f} s")
+    return 0
