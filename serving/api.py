@@ -1,0 +1,163 @@
+"""The HTTP API's shapes (pydantic) and its pure request checks; no web framework here.
+
+Request models are built from the limits in `ServingSettings` (`request_models`), so the OpenAPI schema states
+the same bounds the server enforces (k, history length, id lengths) and a schema-driven fuzzer knows them.
+
+Cold start (documented in the schema too): a user id without a sequence in the online store is served from an
+empty history, i.e. the model's unconditional next-item distribution under the trie (what a new user most
+likely buys first); the response says `cold_start: true` and `sequence_age_ms: null`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+ORDERS = ("logprob", "value", "expected_value")
+Order = Literal["logprob", "value", "expected_value"]
+MAX_WEIGHTS = 32
+MAX_PREFIX = 8  # codes; longer than any SID this project builds (the service checks the real length)
+MAX_CODE = 1 << 20
+ID_PATTERN = r"^[^\x00-\x1f]+$"  # ids are printable text: no control characters
+
+
+class RequestError(ValueError):
+    """A request the API refuses; `status` is the HTTP status (4xx) it maps to."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+class HistoryEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN)
+    action: str = Field("purchase", min_length=1, max_length=64, description="one of the vocabulary's actions")
+
+
+_COMMON_DOC = {
+    "k": "items to return, best first",
+    "exclude_seen": "drop items already in the history used",
+    "value_weights": "action -> weight for the value function, e.g. {\"click\": 1, \"like\": 10, \"downvote\": -100}; "
+                     "when given, items are ordered by value unless order_by says otherwise",
+    "sid_prefix": "only items whose SID starts with these codes (browse a region of the catalogue; an empty "
+                  "region gives an empty list)",
+    "order_by": "logprob: retrieval likelihood; value: the value function; expected_value: P(item) x value",
+}
+
+
+def request_models(max_k: int = 100, max_history_events: int = 200, max_user_id_chars: int = 200):
+    """(RecommendRequest, HistoryRecommendRequest) with these limits in their fields (and so in the schema)."""
+    config = ConfigDict(extra="forbid")
+    common = {
+        "k": (int, Field(10, ge=1, le=max_k, description=_COMMON_DOC["k"])),
+        "exclude_seen": (bool, Field(True, description=_COMMON_DOC["exclude_seen"])),
+        "value_weights": (dict[str, float] | None, Field(None, max_length=MAX_WEIGHTS,
+                                                         description=_COMMON_DOC["value_weights"])),
+        "order_by": (Order | None, Field(None, description=_COMMON_DOC["order_by"])),
+        "sid_prefix": (list[Annotated[int, Field(ge=0, le=MAX_CODE)]] | None,
+                       Field(None, min_length=1, max_length=MAX_PREFIX, description=_COMMON_DOC["sid_prefix"])),
+    }
+    recommend = create_model(
+        "RecommendRequest", __config__=config,
+        __doc__="Recommend for a user whose token sequence is read from the online store (unknown user: cold start).",
+        user_id=(str, Field(min_length=1, max_length=max_user_id_chars, pattern=ID_PATTERN)), **common)
+    history = create_model(
+        "HistoryRecommendRequest", __config__=config,
+        __doc__="Recommend for an explicit history of events, oldest first (no online-store read).",
+        history=(list[HistoryEvent], Field(max_length=max_history_events,
+                                           description=f"at most {max_history_events} events, oldest first")),
+        **common)
+    return recommend, history
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    sid: list[int] = Field(description="the item's semantic id codes (L levels + collision suffix)")
+    score: float = Field(description="what the list is ordered by (see order_by)")
+    log_prob: float = Field(description="log P(item's SID | history)")
+    value: float = Field(description="the value function over action_probs")
+    action_probs: dict[str, float] = Field(description="P(action | history, item)")
+
+
+class RecommendResponse(BaseModel):
+    user_id: str | None = None
+    items: list[RecommendedItem]
+    model_version: str
+    catalogue_version: str = Field(description="the vocabulary/codebook version of the catalogue served")
+    catalogue_revision: int = Field(description="catalogue-topic updates applied to this replica's trie")
+    order_by: Order
+    cold_start: bool = Field(False, description="no sequence in the online store: served from an empty history")
+    history_events: int = Field(description="events of history the model read")
+    sequence_age_ms: int | None = Field(None, description="ms since the user's sequence row was written to the "
+                                                          "online store (null: cold start or explicit history)")
+    last_event_ms: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model_version: str | None = None
+    catalogue_version: str | None = None
+    catalogue_revision: int | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """One request, framework-free: either a user id (history read from the store) or explicit events."""
+
+    k: int
+    exclude_seen: bool = True
+    value_weights: dict[str, float] | None = None
+    order_by: str | None = None
+    user_id: str | None = None
+    events: tuple[tuple[str, str], ...] | None = None
+    sid_prefix: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_request(cls, request: BaseModel) -> "Query":
+        data = request.model_dump()
+        events = data.get("history")
+        return cls(k=data["k"], exclude_seen=data["exclude_seen"], value_weights=data.get("value_weights"),
+                   order_by=data.get("order_by"), user_id=data.get("user_id"),
+                   sid_prefix=None if data.get("sid_prefix") is None else tuple(data["sid_prefix"]),
+                   events=None if events is None else tuple((e["item_id"], e["action"]) for e in events))
+
+
+def check_weights(weights: dict[str, float] | None, actions) -> dict[str, float] | None:
+    """Weights must name the vocabulary's actions and be finite numbers."""
+    if weights is None:
+        return None
+    unknown = sorted(set(weights) - set(actions))
+    if unknown:
+        raise RequestError(f"value_weights names unknown actions {unknown}; known: {list(actions)}")
+    for name, w in weights.items():
+        if not math.isfinite(w) or abs(w) > 1e6:
+            raise RequestError(f"value_weights[{name!r}] must be a finite number with |w| <= 1e6, got {w}")
+    return dict(weights)
+
+
+def resolve_order(query: Query, default: str) -> str:
+    if query.order_by is not None:
+        if query.order_by not in ORDERS:
+            raise RequestError(f"order_by must be one of {ORDERS}, got {query.order_by!r}")
+        return query.order_by
+    return "value" if query.value_weights else default
+
+
+def check_bearer(header: str | None, api_key: str | None) -> None:
+    """Raises RequestError(401) unless the key is off or the header carries it."""
+    import hmac
+
+    if not api_key:
+        return
+    if not header:
+        raise RequestError("missing Authorization: Bearer <api key>", 401)
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise RequestError("invalid API key", 401)

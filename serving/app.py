@@ -1,0 +1,273 @@
+"""The HTTP API (FastAPI) over a RecommenderService, and the Ray Serve deployment that hosts it.
+
+`create_app(settings, backend)` is the whole API; `backend` submits one query and returns (result, timings):
+`LocalBackend` calls the service directly (tests, single process), `RecommenderDeployment` (Ray Serve) batches
+concurrent queries with `@serve.batch` and runs each batch on the replica's event loop (or, with
+`generation_thread`, on a generation thread; see ServingSettings for the measured trade-off).
+
+Routes: POST /recommend, POST /recommend/history, GET /healthz (process up), GET /readyz (a model is loaded),
+GET /metrics (Prometheus). With `api_key` set, /recommend* and /metrics need `Authorization: Bearer <key>`.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from serving.api import (ErrorResponse, HealthResponse, Query, RecommendResponse, RequestError, check_bearer,
+                         request_models)
+from serving.service import BatchTimings, NotReady, RecommenderService
+from serving.settings import ServingSettings
+
+log = logging.getLogger("sidstream.serving.app")
+
+DESCRIPTION = """Generative recommendations: the next item's semantic ID is decoded by trie-constrained beam search,
+so every item returned is a live catalogue item; each comes with P(action | history, item).
+
+Cold start: a user without a sequence in the online store is served from an empty history (the model's
+unconditional first-item distribution); the response says `cold_start: true`.
+
+Limits: `k` and the history length are bounded (see the schemas); bodies over the byte limit get 413;
+with an API key configured, requests without `Authorization: Bearer <key>` get 401."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over `max_bytes`, by Content-Length and by the bytes actually received."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return await _send_error(send, 400, "Content-Length is not a number")
+            if declared > self.max_bytes:
+                return await _send_error(send, 413, f"body of {declared} bytes exceeds the limit of "
+                                                    f"{self.max_bytes} bytes")
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _send_error(send, 413, f"body exceeds the limit of {self.max_bytes} bytes")
+
+
+async def _send_error(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: ServingSettings, backend):
+    """The FastAPI app; `backend.service` is the RecommenderService and `await backend.submit(query)` returns
+    (response dict | RequestError, BatchTimings)."""
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    RecommendRequest, HistoryRecommendRequest = request_models(
+        settings.max_k, settings.max_history_events, settings.max_user_id_chars)
+    service: RecommenderService = backend.service
+    metrics = service.metrics
+    app = FastAPI(title="sidstream recommendations", version="1", description=DESCRIPTION)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    bearer = HTTPBearer(auto_error=False, description="the API key (only when one is configured)")
+
+    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        header = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
+        check_bearer(header, settings.api_key)
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        metrics.requests.labels(request.url.path, str(exc.status)).inc()
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # FastAPI's default echoes the offending input, and an input such as the non-standard JSON token
+        # `Infinity` (which Python's parser accepts) cannot be serialised back: that was a 500. Echo no input.
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        metrics.requests.labels(request.url.path, "422").inc()
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(NotReady)
+    async def not_ready(request: Request, exc: NotReady):
+        metrics.requests.labels(request.url.path, "503").inc()
+        return JSONResponse({"detail": f"not ready: {exc}"}, status_code=503)
+
+    errors = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"description": "invalid request"},
+              503: {"model": ErrorResponse}}
+
+    async def answer(route: str, request, response: Response) -> dict:
+        started = time.perf_counter()
+        if not service.ready:
+            raise NotReady("no model loaded yet")
+        result, timings = await backend.submit(Query.from_request(request))
+        if isinstance(result, RequestError):
+            raise result
+        elapsed = time.perf_counter() - started
+        response.headers["Server-Timing"] = (f"feast;dur={timings.feast_ms:.3f}, generate;dur={timings.generation_ms:.3f}, "
+                                             f"replica;dur={elapsed * 1000:.3f}")
+        response.headers["X-Sidstream-Replica"] = service.replica_id
+        metrics.latency.labels(route).observe(elapsed)
+        metrics.requests.labels(route, "200").inc()
+        # the service built this dict in the response schema's shape (tested); returning a response object skips
+        # FastAPI's per-request re-validation of it
+        return JSONResponse(result, headers=dict(response.headers))
+
+    @app.post("/recommend", response_model=RecommendResponse, responses=errors, dependencies=[Depends(authorize)],
+              summary="top-k items for a user (history read from the online store)")
+    async def recommend(body: RecommendRequest, response: Response):
+        return await answer("/recommend", body, response)
+
+    @app.post("/recommend/history", response_model=RecommendResponse, responses=errors,
+              dependencies=[Depends(authorize)], summary="top-k items for an explicit history")
+    async def recommend_history(body: HistoryRecommendRequest, response: Response):
+        return await answer("/recommend/history", body, response)
+
+    @app.get("/healthz", response_model=HealthResponse, summary="the process is up")
+    async def healthz():
+        return _health(service, "ok")
+
+    @app.get("/readyz", response_model=HealthResponse, responses={503: {"model": HealthResponse}},
+             summary="a model and a trie are loaded")
+    async def readyz():
+        if not service.ready:
+            return JSONResponse(_health(service, "not ready"), status_code=503)
+        return _health(service, "ready")
+
+    @app.get("/metrics", dependencies=[Depends(authorize)], responses={200: {"content": {"text/plain": {}}}},
+             response_class=Response, summary="Prometheus metrics of this replica")
+    async def prometheus():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app
+
+
+def _health(service: RecommenderService, status: str) -> dict:
+    state = service.state
+    return {"status": status, "model_version": service.model_version, "catalogue_version": service.vocab.version,
+            "catalogue_revision": None if state is None else state.catalogue_revision}
+
+
+class LocalBackend:
+    """No batching: one query at a time on one generation thread (tests, `TestClient`)."""
+
+    def __init__(self, service: RecommenderService):
+        self.service = service
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="generate")
+
+    async def submit(self, query: Query):
+        timings = BatchTimings()
+        loop = asyncio.get_running_loop()
+        (result,) = await loop.run_in_executor(self._executor, self.service.recommend, [query], timings)
+        return result, timings
+
+
+# ----- Ray Serve
+def build_deployment(settings: ServingSettings, build_service: Callable, name: str = "recommender"):
+    """A bound Ray Serve application: `settings.replicas` replicas of the API, each with its own service built by
+    `build_service(settings) -> (RecommenderService, [followers])` inside the replica (deploy/serve.py wires it)."""
+    from ray import serve
+
+    @serve.deployment(name=name)
+    @serve.ingress()
+    class RecommenderDeployment:
+        def __init__(self, settings_data: dict, build):
+            import torch
+
+            self.settings = ServingSettings(**settings_data)
+            torch.set_num_threads(self.settings.torch_threads)
+            self.service, self.followers = build(self.settings)
+            try:
+                self.service.replica_id = serve.get_replica_context().replica_id.unique_id
+            except Exception:  # older Ray: no replica_id on the context
+                self.service.replica_id = str(id(self))
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="generate")
+            self._batched.set_max_batch_size(self.settings.batch_max_size)
+            self._batched.set_batch_wait_timeout_s(self.settings.batch_wait_s)
+
+        def __serve_build_asgi_app__(self):
+            return create_app(self.settings, self)
+
+        async def submit(self, query: Query):
+            return await self._batched(query)
+
+        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+        async def _batched(self, queries: list[Query]):
+            timings = BatchTimings()
+            if self.settings.generation_thread:
+                loop = asyncio.get_running_loop()
+                results = await loop.run_in_executor(self._executor, self.service.recommend, queries, timings)
+            else:
+                results = self.service.recommend(queries, timings)
+            return [(r, timings) for r in results]
+
+        def __del__(self):
+            for follower in getattr(self, "followers", []):
+                follower.stop(timeout_s=1.0)
+
+    options = {"num_replicas": settings.replicas, "ray_actor_options": {"num_cpus": settings.cpus_per_replica},
+               "max_ongoing_requests": max(8, 4 * settings.batch_max_size),
+               "logging_config": {"enable_access_log": False, "log_level": "WARNING"}}
+    return RecommenderDeployment.options(**options).bind(settings.model_dump(mode="json"), build_service)
+
+
+def run_local_ray(settings: ServingSettings, build_service: Callable, name: str = "sidstream",
+                  num_cpus: int | None = None, blocking: bool = False, env_vars: dict | None = None):
+    """Start a local Ray + Serve on settings.http_host:http_port and deploy the app; returns once it is ready."""
+    import os
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Feast (if imported by this process) switched prometheus-client to multiprocess mode via this variable;
+    # Ray workers would inherit it. The replicas keep their metrics in their own registries.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": {**(env_vars or {}), "RAY_AUTH_MODE": "disabled"}})
+    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    serve.run(build_deployment(settings, build_service), name=name, route_prefix="/", blocking=blocking)
+
+
+def shutdown_ray() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()

@@ -1,0 +1,336 @@
+"""RecommenderService: the serving core, framework-free (no Ray, no HTTP, no Kafka, no Feast import).
+
+It holds one immutable `ServingState` (model + its manifest, trie + its revision) and answers batches of
+`api.Query`. Updates never mutate what a request may be reading: a new model or a changed trie becomes a new
+state that replaces the reference in one assignment (writers serialise on a lock; readers take the reference
+once per batch), so a request sees one model and one trie from start to end and nothing is dropped while
+swapping. A model that fails its checks is refused and logged; the current one keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Protocol, Sequence
+
+from serving.api import Query, RequestError, check_weights, resolve_order
+from serving.generation import GenerationConfig, GenerationEngine, GenerationError
+from serving.metrics import ServingMetrics
+from serving.settings import ServingSettings
+from serving.updates import CatalogueChange, UpdateRefused, check_model_update, check_vocab, parse_catalogue_entry, \
+    parse_model_update
+from serving.value import DEFAULT_WEIGHTS
+
+log = logging.getLogger("sidstream.serving")
+
+
+class NotReady(RuntimeError):
+    """No model has been loaded yet."""
+
+
+class SequenceReader(Protocol):
+    """What the service needs from the feature store: `features.store.UserSequenceStore.read`."""
+
+    def read(self, user_ids: Sequence[str]) -> dict: ...
+
+
+@dataclass(frozen=True)
+class ServingState:
+    model: object  # trainer.model.Transformer, eval mode, never mutated once published
+    manifest: dict
+    trie: object  # catalogue.trie.SidTrie, never mutated once published
+    catalogue_revision: int = 0
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def window_events(self) -> int | None:
+        return (self.manifest.get("train_config") or {}).get("window_events")
+
+
+@dataclass
+class BatchTimings:
+    feast_ms: float = 0.0
+    generation_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class RecommenderService:
+    def __init__(self, vocab, trie, sequences: SequenceReader | None = None,
+                 settings: ServingSettings | None = None, metrics: ServingMetrics | None = None):
+        self.vocab = vocab
+        self.settings = settings or ServingSettings(follow_updates=False)
+        self.sequences = sequences
+        self.metrics = metrics or ServingMetrics()
+        self._pending_trie = trie  # the trie to serve until a model arrives
+        self._state: ServingState | None = None
+        self._write_lock = threading.Lock()
+        self.last_refusal: str | None = None
+        self.replica_id = "local"  # the Ray deployment sets its replica's id; responses carry it in a header
+        self.default_weights = {a: w for a, w in DEFAULT_WEIGHTS.items() if a in vocab.actions}
+        self.metrics.trie_items.set(len(trie))
+
+    # ----- state
+    @property
+    def state(self) -> ServingState | None:
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    @property
+    def model_version(self) -> str | None:
+        return None if self._state is None else self._state.model_version
+
+    @property
+    def trie(self):
+        state = self._state
+        return self._pending_trie if state is None else state.trie
+
+    # ----- models
+    def load_model(self, directory, message: dict | None = None) -> str:
+        """Verify and load a registry model directory, then swap it in; returns the version now served.
+        Raises UpdateRefused (and keeps the current model) when the model fails a check."""
+        from trainer.registry import RegistryError, load_model, read_manifest
+
+        try:
+            if message is None:
+                from serving.updates import model_update_message
+
+                message = model_update_message(directory)
+            directory = check_model_update(message, self.vocab)
+            model, manifest = load_model(directory, verify=True)  # hashes the weights it actually reads
+            if manifest["sha256"] != message["sha256"]:
+                raise UpdateRefused(f"model {message['version']}: weights changed while loading")
+            check_vocab(manifest, self.vocab, manifest["version"])
+            if model.config.vocab_size != self.vocab.size:
+                raise UpdateRefused(f"model {manifest['version']}: vocab_size {model.config.vocab_size} "
+                                    f"!= {self.vocab.size}")
+        except UpdateRefused as exc:
+            return self._refuse(str(exc))
+        except (RegistryError, OSError, ValueError, KeyError, RuntimeError) as exc:  # unreadable or wrong shapes
+            return self._refuse(f"model {message.get('version') if message else directory}: "
+                                f"{type(exc).__name__}: {exc}")
+        with self._write_lock:
+            old = self._state
+            if old is None:
+                self._state = ServingState(model, manifest, self._pending_trie)
+            else:
+                self._state = replace(old, model=model, manifest=manifest, loaded_at=time.time())
+        self.metrics.model_swaps.inc()
+        self.metrics.set_model(old.model_version if old else None, manifest["version"])
+        created = manifest.get("created")
+        if isinstance(created, (int, float)):
+            self.metrics.swap_lag.observe(max(0.0, time.time() - created))
+        log.info("serving model %s (step %s) from %s", manifest["version"], manifest.get("step"), directory)
+        return manifest["version"]
+
+    def _refuse(self, reason: str):
+        self.last_refusal = reason
+        self.metrics.model_refused.inc()
+        log.error("refused model update: %s; still serving %s", reason, self.model_version)
+        raise UpdateRefused(reason)
+
+    def handle_model_records(self, records: Sequence[tuple[bytes | None, bytes]]) -> str | None:
+        """A batch from the model-updates topic: the newest acceptable message for this model wins (older ones
+        in the batch are superseded). Returns the version swapped in, or None."""
+        messages = []
+        for key, value in records:
+            if key is not None and key.decode(errors="replace") != self.settings.model_name:
+                continue
+            try:
+                messages.append(parse_model_update(value))
+            except UpdateRefused as exc:
+                self.last_refusal = str(exc)
+                self.metrics.model_refused.inc()
+                log.error("refused model update: %s", exc)
+        for message in reversed(messages):
+            if message["version"] == self.model_version:
+                return None
+            try:
+                return self.load_model(message["uri"], message)
+            except UpdateRefused:
+                continue
+        return None
+
+    # ----- catalogue
+    def apply_catalogue_changes(self, changes: Iterable[CatalogueChange]) -> int:
+        """Apply item additions/moves/removals to a copy of the trie and swap it in; returns how many applied."""
+        changes = list(changes)
+        if not changes:
+            return 0
+        with self._write_lock:
+            state = self._state
+            trie = (state.trie if state else self._pending_trie).snapshot()
+            applied = 0
+            for change in changes:
+                try:
+                    if change.codes is None:
+                        if change.item_id in trie:
+                            trie.remove(change.item_id)
+                            applied += 1
+                        continue
+                    holder = trie.item_at(change.codes)
+                    if holder not in (None, change.item_id):
+                        raise UpdateRefused(f"SID {change.codes} of {change.item_id!r} is held by {holder!r}")
+                    trie.insert(change.item_id, change.codes)
+                    applied += 1
+                except (UpdateRefused, ValueError) as exc:
+                    self.metrics.catalogue_refused.inc()
+                    log.warning("refused catalogue entry %s: %s", change.item_id, exc)
+            if state is None:
+                self._pending_trie = trie
+            else:
+                self._state = replace(state, trie=trie, catalogue_revision=state.catalogue_revision + applied)
+        now_ms = time.time() * 1000
+        for change in changes:
+            start = change.item_produced_ms or change.assigned_ms
+            if start:
+                self.metrics.item_lag.observe(max(0.0, (now_ms - start) / 1000))
+        self.metrics.catalogue_updates.inc(applied)
+        self.metrics.trie_items.set(len(trie))
+        return applied
+
+    def handle_catalogue_records(self, records: Sequence[tuple[bytes | None, bytes]]) -> int:
+        changes = []
+        for _, value in records:
+            try:
+                changes.append(parse_catalogue_entry(value, self.vocab))
+            except UpdateRefused as exc:
+                self.metrics.catalogue_refused.inc()
+                log.warning("refused catalogue entry: %s", exc)
+        return self.apply_catalogue_changes(changes)
+
+    # ----- requests
+    def recommend(self, queries: Sequence[Query], timings: BatchTimings | None = None) -> list:
+        """One result per query, in order: a response dict (api.RecommendResponse's shape) or a RequestError
+        (a bad query fails alone, never its batch)."""
+        state = self._state
+        if state is None:
+            raise NotReady("no model loaded yet")
+        timings = timings if timings is not None else BatchTimings()
+        started = time.perf_counter()
+        results: list = [None] * len(queries)
+        encoder = GenerationEngine(state.model, self.vocab, state.trie, self._config(state, self.settings.beam_size))
+
+        rows: dict[str, object] = {}
+        user_ids = sorted({q.user_id for q in queries if q.user_id is not None})
+        if user_ids:
+            if self.sequences is None:
+                raise NotReady("no sequence store configured")
+            t0 = time.perf_counter()
+            try:
+                rows = self.sequences.read(user_ids)
+            except Exception as exc:  # the online store is down or not set up: the request may be retried
+                log.error("online store read failed: %s", exc)
+                raise NotReady(f"online store read failed: {type(exc).__name__}") from exc
+            timings.feast_ms = (time.perf_counter() - t0) * 1000
+            self.metrics.stage.labels("feast").observe(timings.feast_ms / 1000)
+
+        prepared = []  # (index, beam, tokens, seen, meta)
+        now_ms = int(time.time() * 1000)
+        for i, q in enumerate(queries):
+            try:
+                weights = check_weights(q.value_weights, self.vocab.actions)
+                order = resolve_order(q, self.settings.order_by)
+                if q.k > self.settings.max_k:
+                    raise RequestError(f"k={q.k} exceeds the limit {self.settings.max_k}")
+                meta = {"user_id": q.user_id, "cold_start": False, "sequence_age_ms": None, "last_event_ms": None}
+                if q.events is not None:
+                    if len(q.events) > self.settings.max_history_events:
+                        raise RequestError(f"history has {len(q.events)} events; the limit is "
+                                           f"{self.settings.max_history_events}")
+                    tokens = encoder.encode_history(q.events)[1:]
+                    seen = {item for item, _ in q.events} if q.exclude_seen else set()
+                    events = len(q.events)
+                else:
+                    row = rows.get(q.user_id)
+                    if row is None:
+                        tokens, seen, events = [], set(), 0
+                        meta["cold_start"] = True
+                        self.metrics.cold_starts.inc()
+                    else:
+                        tokens = list(row.tokens)
+                        if tokens and tokens[0] == self.vocab.BOS:
+                            tokens = tokens[1:]
+                        seen = self.items_in_sequence(state.trie, tokens, encoder) if q.exclude_seen else set()
+                        events = len(tokens) // (self.vocab.sid_length + 1)
+                        meta["sequence_age_ms"] = max(0, now_ms - int(row.pushed_ms)) if row.pushed_ms else None
+                        meta["last_event_ms"] = int(row.last_event_ms) or None
+                if q.sid_prefix is not None and len(q.sid_prefix) >= self.vocab.sid_length:
+                    raise RequestError(f"sid_prefix has {len(q.sid_prefix)} codes; a prefix has at most "
+                                       f"{self.vocab.sid_length - 1}")
+                window = encoder._window_events()
+                meta["history_events"] = min(events, window)
+                beam = max(self.settings.beam_size, q.k)
+                prepared.append((i, (beam, q.sid_prefix), tokens, seen, meta, weights, order))
+            except GenerationError as exc:
+                results[i] = RequestError(str(exc))
+            except RequestError as exc:
+                results[i] = exc
+
+        t0 = time.perf_counter()
+        for key in sorted({p[1] for p in prepared}, key=lambda k: (k[0], k[1] or ())):
+            beam, prefix = key
+            group = [p for p in prepared if p[1] == key]
+            trie = state.trie if prefix is None else self._subtrie(state.trie, prefix)
+            if trie is not None:
+                engine = GenerationEngine(state.model, self.vocab, trie, self._config(state, beam))
+                lists = engine.recommend_tokens([[self.vocab.BOS] + p[2] for p in group], [p[3] for p in group])
+            else:
+                lists = [[] for _ in group]
+            for (i, _, _, _, meta, weights, order), recs in zip(group, lists):
+                results[i] = self._response(state, queries[i], recs, meta, weights, order)
+        timings.generation_ms = (time.perf_counter() - t0) * 1000
+        self.metrics.stage.labels("generation").observe(timings.generation_ms / 1000)
+        self.metrics.batch_size.observe(len(queries))
+        timings.total_ms = (time.perf_counter() - started) * 1000
+        return results
+
+    def _subtrie(self, trie, prefix: tuple[int, ...]):
+        """A trie of the items under a SID prefix (None when there are none): search then cannot leave it."""
+        from catalogue.trie import SidTrie
+
+        items = trie.items_with_prefix(prefix)
+        if not items:
+            return None
+        sub = SidTrie(self.vocab, capacity=max(16, 2 * len(items)))
+        for item in items:
+            sub.insert(item, trie.codes_of(item))
+        return sub
+
+    def items_in_sequence(self, trie, tokens: list[int], encoder: GenerationEngine) -> set[str]:
+        """Items of a stored sequence. The stream worker writes whole `s1..sL+1 action` groups, which are parsed
+        in one vectorised lookup; anything else falls back to the engine's token-by-token scan."""
+        import numpy as np
+
+        group = self.vocab.sid_length + 1
+        if not tokens or len(tokens) % group:
+            return encoder.items_in_tokens(tokens)
+        sids = np.asarray(tokens, dtype=np.int64).reshape(-1, group)[:, : group - 1]
+        codes = sids - np.asarray(self.vocab.level_offsets[: group - 1], dtype=np.int64)
+        if (codes < 0).any() or (codes >= np.asarray(self.vocab.level_sizes[: group - 1])).any():
+            return encoder.items_in_tokens(tokens)
+        return {item for item in trie.items_at(codes) if item is not None}
+
+    def _config(self, state: ServingState, beam: int) -> GenerationConfig:
+        return GenerationConfig(beam_size=beam, top_k=beam, exclude_seen=True, window_events=state.window_events)
+
+    def _response(self, state: ServingState, query: Query, recs, meta: dict, weights, order: str) -> dict:
+        weights = weights if weights is not None else self.default_weights
+        items = []
+        for r in recs:
+            value = sum(w * r.action_probs.get(a, 0.0) for a, w in weights.items())
+            score = r.log_prob if order == "logprob" else value if order == "value" else math.exp(r.log_prob) * value
+            items.append({"item_id": r.item_id, "sid": list(state.trie.codes_of(r.item_id)), "score": score,
+                          "log_prob": r.log_prob, "value": value, "action_probs": r.action_probs})
+        items.sort(key=lambda x: -x["score"])
+        return {**meta, "items": items[: query.k], "model_version": state.model_version,
+                "catalogue_version": self.vocab.version, "catalogue_revision": state.catalogue_revision,
+                "order_by": order}

@@ -1,0 +1,253 @@
+"""The Ray Serve app on the real stack: Kafka broker, the stream worker filling Feast, a quickly pretrained model.
+
+- requests return real catalogue items and never already-seen ones with exclude_seen;
+- swap under load: 20 clients call /recommend while 10 model versions (and one corrupt one) are published on
+  `model-updates`: no failed request, every response names a published version, every replica serves each new
+  version within 5 s (the lags are printed);
+- a new item produced to `items` is recommendable (a request forcing its SID prefix returns it) on every replica
+  within 2 s.
+"""
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from streams.producer import EventProducer
+from streams.replay import amazon_events
+from streams.schemas import ItemEvent
+from streams.topics import ensure_topics
+from tests.integration.stream_harness import (BEAUTY, StreamEnv, WorkerProcess, build_test_catalogue, choose_users,
+                                              wait_for)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(not (BEAUTY / "sequences.txt").exists(), reason="needs ../shared/data")]
+
+REPLICAS = 2
+EVENTS = 1500
+REPORT = Path(os.environ.get("SIDSTREAM_SERVING_TEST_REPORT", "var/bench/serving_integration.json"))
+
+
+def quick_pretrain(catalogue, sequences, users, out: Path) -> Path:
+    from trainer.data import Tokenizer, as_events, leave_one_out
+    from trainer.pretrain import TrainConfig, pretrain
+
+    split = leave_one_out({u: as_events(sequences[u]) for u in users})
+    config = TrainConfig(d_model=32, n_layers=2, n_heads=2, dropout=0.0, window_events=20, batch_size=64,
+                         max_epochs=1, time_budget_s=6, val_users=50, eval_beam=10, eval_batch=50, warmup_steps=5,
+                         threads=1)
+    pretrain(split, Tokenizer(catalogue.vocab, catalogue.tokens_of), catalogue.trie, config, out, resume=False,
+             progress=False, log=lambda *_: None)
+    return out / "model"
+
+
+def publish_version(base_dir: Path, target: Path, seed: int, catalogue) -> dict:
+    """A new model version: the base weights nudged (a stand-in for the online trainer), saved to the registry."""
+    from trainer.registry import load_model, read_manifest, save_model
+
+    model, manifest = load_model(base_dir)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 1e-3)
+    save_model(target, model, catalogue.vocab, step=seed, extra={"train_config": manifest["train_config"]})
+    return read_manifest(target)
+
+
+@pytest.fixture(scope="module")
+def stack(services, tmp_path_factory):
+    from catalogue.trie import SidTrie  # noqa: F401
+    from deploy.localstack import free_port
+    from deploy.serve import start_serving
+    from features.store import UserSequenceStore
+    from serving.app import shutdown_ray
+    from serving.settings import ServingSettings
+
+    root = tmp_path_factory.mktemp("serving")
+    catalogue_dir = root / "catalogue"
+    catalogue, sequences = build_test_catalogue(BEAUTY, catalogue_dir)
+    users = choose_users(sequences, EVENTS)
+    model_dir = quick_pretrain(catalogue, sequences, sorted(sequences, key=int)[:3000], root / "run")
+
+    env = StreamEnv(services.kafka_bootstrap, root)
+    settings = env.settings()
+    ensure_topics(settings)
+    worker = WorkerProcess(env, catalogue_dir).start()
+    saved_env = dict(os.environ)
+    try:
+        producer = EventProducer(env.bootstrap)
+        events = list(amazon_events({u: sequences[u] for u in users}, limit=EVENTS))
+        for event in events:
+            producer.send(settings.topics.interactions, event)
+        producer.producer.flush()
+        store = UserSequenceStore(env.feature_settings(), repo_dir=root / "feast")
+        histories = {}
+        for e in events:
+            histories.setdefault(e.user_id, []).append(e.item_id)
+        wait_for(lambda: all(r is not None and r.event_count == len(histories[u])
+                             for u, r in store.read(list(histories)).items()) or "Feast not filled yet",
+                 180, "the worker to fill Feast", worker, interval=1.0)
+
+        os.environ.update(env.env)
+        port = free_port()
+        serving = ServingSettings(model_dir=model_dir, catalogue_dir=catalogue_dir, replicas=REPLICAS,
+                                  cpus_per_replica=0.5, torch_threads=1, http_port=port, follow_updates=True,
+                                  batch_max_size=16, update_poll_s=0.05)
+        start_serving(serving, num_cpus=2)
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(base + "/readyz", timeout=5).status_code == 200, 120, "the replicas to be ready")
+        yield {"base": base, "catalogue": catalogue, "histories": histories, "model_dir": model_dir, "env": env,
+               "settings": settings, "producer": producer, "root": root, "worker": worker}
+        producer.close()
+    finally:
+        try:
+            shutdown_ray()
+        finally:
+            worker.stop()
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+
+def _report(section: str, data: dict) -> None:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    report[section] = data
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n[serving] {section}: {json.dumps(data)}")
+
+
+def test_recommendations_are_real_unseen_catalogue_items(stack):
+    base, catalogue, histories = stack["base"], stack["catalogue"], stack["histories"]
+    known = set(catalogue.item_ids)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for user in list(histories)[:40]:
+            r = client.post("/recommend", json={"user_id": user, "k": 10, "exclude_seen": True})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            items = [i["item_id"] for i in body["items"]]
+            assert len(items) == 10 and set(items) <= known
+            # "seen" is the sequence the online store keeps (the worker's last window_events events)
+            seen = set(histories[user][-stack["settings"].window_events:])
+            assert not set(items) & seen, f"{user} was recommended an item already seen"
+            assert not body["cold_start"] and body["history_events"] == min(len(histories[user]), 20)
+            assert body["sequence_age_ms"] is not None and body["sequence_age_ms"] >= 0
+            for item in body["items"]:
+                assert tuple(item["sid"]) == catalogue.codes_of(item["item_id"])
+        r = client.post("/recommend", json={"user_id": "never-seen-user", "k": 5})
+        assert r.status_code == 200 and r.json()["cold_start"] and len(r.json()["items"]) == 5
+        assert client.get("/healthz").status_code == 200
+        assert "sidstream_serving_requests_total" in client.get("/metrics").text
+
+
+def test_swap_under_load_drops_nothing_and_every_replica_follows(stack):
+    from serving.updates import model_update_message
+
+    base, settings, catalogue = stack["base"], stack["settings"], stack["catalogue"]
+    users = list(stack["histories"])
+    initial = httpx.get(base + "/readyz").json()["model_version"]
+    producer = stack["producer"]
+    responses, failures, stop = [], [], threading.Event()
+    lock = threading.Lock()
+
+    def client(cid: int):
+        rng = np.random.default_rng(cid)
+        with httpx.Client(base_url=base, timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/recommend", json={"user_id": users[rng.integers(len(users))], "k": 10})
+                    got = time.time()
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code}: {r.text[:200]}")
+                        continue
+                    with lock:
+                        responses.append((got, r.headers["x-sidstream-replica"], r.json()["model_version"]))
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    published = []  # (version, time published)
+    corrupt_version = None
+    for i in range(10):
+        manifest = publish_version(stack["model_dir"], stack["root"] / "models" / f"v{i}", seed=100 + i, catalogue=catalogue)
+        message = model_update_message(stack["root"] / "models" / f"v{i}")
+        producer.producer.send(settings.topics.model_updates, key=b"sidstream", value=json.dumps(message).encode())
+        producer.producer.flush()
+        published.append((manifest["version"], time.time()))
+        if i == 4:  # a corrupt model: message and weights disagree; it must be refused
+            bad = stack["root"] / "models" / "corrupt"
+            corrupt = publish_version(stack["model_dir"], bad, seed=999, catalogue=catalogue)
+            bad_message = model_update_message(bad)
+            (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+            corrupt_version = corrupt["version"]
+            producer.producer.send(settings.topics.model_updates, key=b"sidstream",
+                                   value=json.dumps(bad_message).encode())
+            producer.producer.flush()
+        time.sleep(1.5)
+    time.sleep(6)
+    stop.set()
+    for t in threads:
+        t.join(60)
+
+    versions = [v for v, _ in published]
+    assert not failures, failures[:5]
+    served = {v for _, _, v in responses}
+    assert served <= set(versions) | {initial}, served - set(versions) - {initial}
+    assert corrupt_version not in served
+    replicas = {r for _, r, _ in responses}
+    assert len(replicas) == REPLICAS
+    order = {v: i for i, v in enumerate(versions)}
+    lags = {}
+    for i, (version, t_pub) in enumerate(published):
+        for replica in replicas:
+            first = min((t for t, r, v in responses if r == replica and order.get(v, -1) >= i and t >= t_pub),
+                        default=None)
+            lags.setdefault(version, {})[replica] = None if first is None else round(first - t_pub, 3)
+    flat = [lag for per in lags.values() for lag in per.values()]
+    _report("swap_under_load", {"clients": 20, "versions": len(versions), "responses": len(responses),
+                                "failed": len(failures), "replicas": len(replicas),
+                                "max_lag_s": max(x for x in flat if x is not None) if any(flat) else None,
+                                "median_lag_s": float(np.median([x for x in flat if x is not None])),
+                                "lags_s": lags, "corrupt_refused": corrupt_version not in served})
+    assert all(lag is not None and lag <= 5.0 for lag in flat), lags
+
+
+def test_new_item_is_recommendable_on_every_replica_within_two_seconds(stack):
+    from catalogue.encoder import hashed_vector
+
+    base, settings, catalogue = stack["base"], stack["settings"], stack["catalogue"]
+    item_id = f"serving-new-{int(time.time())}"
+    prefix = list(catalogue.semantic_codes(hashed_vector(item_id, catalogue.tokenizer.dim)))  # the worker's SID prefix
+    first_seen, stop, lock = {}, threading.Event(), threading.Lock()
+    t0 = time.time()
+    stack["producer"].send(settings.topics.items, ItemEvent(item_id=item_id, title="", ts=time.time()))
+    stack["producer"].producer.flush()
+
+    def poll():
+        with httpx.Client(base_url=base, timeout=10) as c:
+            while not stop.is_set():
+                r = c.post("/recommend", json={"user_id": "new-item-prober", "k": 32, "sid_prefix": prefix})
+                assert r.status_code == 200, r.text
+                if item_id in {i["item_id"] for i in r.json()["items"]}:
+                    with lock:
+                        first_seen.setdefault(r.headers["x-sidstream-replica"], time.time() - t0)
+                if len(first_seen) == REPLICAS:
+                    stop.set()
+
+    threads = [threading.Thread(target=poll, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    stop.wait(30)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    _report("new_item", {"item_id": item_id, "seconds_to_recommendable_by_replica": first_seen})
+    assert len(first_seen) == REPLICAS, f"the new item reached only {first_seen} in 30 s"
+    assert max(first_seen.values()) <= 2.0, first_seen

@@ -1,0 +1,109 @@
+"""The HTTP API in-process (FastAPI TestClient over a LocalBackend): routes, auth, limits, schema."""
+import pytest
+from fastapi.testclient import TestClient
+
+from features.sequences import UserSequence
+from serving.app import LocalBackend, create_app
+from serving.service import RecommenderService
+from serving.settings import ServingSettings
+from tests.serving.serving_world import VOCAB, DictSequences, make_trie, publish, tokens_of
+
+HISTORY = ["i1", "i2", "i3"]
+
+
+def make_client(tmp_path, load=True, **overrides):
+    settings = ServingSettings(**{"follow_updates": False, "beam_size": 8, "max_k": 30, "max_history_events": 10,
+                                  "max_body_bytes": 2048, **overrides})
+    trie = make_trie(40)
+    rows = {"alice": UserSequence("alice", tokens_of(trie, HISTORY), 3, 1000, 1)}
+    service = RecommenderService(VOCAB, trie, DictSequences(rows), settings)
+    if load:
+        publish(tmp_path / "m0")
+        service.load_model(tmp_path / "m0")
+    return TestClient(create_app(settings, LocalBackend(service))), service
+
+
+def test_recommend_returns_ranked_real_unseen_items(tmp_path):
+    client, service = make_client(tmp_path)
+    r = client.post("/recommend", json={"user_id": "alice", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["items"]) == 5 and not {i["item_id"] for i in body["items"]} & set(HISTORY)
+    assert body["model_version"] == service.model_version and body["catalogue_version"] == VOCAB.version
+    assert set(body["items"][0]) == {"item_id", "sid", "score", "log_prob", "value", "action_probs"}
+    assert "feast;dur=" in r.headers["server-timing"]
+    r = client.post("/recommend/history", json={"history": [{"item_id": "i1", "action": "click"}], "k": 3,
+                                                "value_weights": {"click": 1, "like": 10}})
+    assert r.status_code == 200 and r.json()["order_by"] == "value" and len(r.json()["items"]) == 3
+
+
+def test_unknown_user_is_a_cold_start(tmp_path):
+    client, _ = make_client(tmp_path)
+    r = client.post("/recommend", json={"user_id": "nobody", "k": 4})
+    assert r.status_code == 200 and r.json()["cold_start"] is True and len(r.json()["items"]) == 4
+
+
+def test_health_ready_and_metrics(tmp_path):
+    client, _ = make_client(tmp_path, load=False)
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 503
+    r = client.post("/recommend", json={"user_id": "alice"})
+    assert r.status_code == 503 and "not ready" in r.json()["detail"]
+    client, service = make_client(tmp_path)
+    assert client.get("/readyz").json()["model_version"] == service.model_version
+    client.post("/recommend", json={"user_id": "alice"})
+    text = client.get("/metrics").text
+    assert 'sidstream_serving_requests_total{route="/recommend",status="200"} 1.0' in text
+    assert f'sidstream_serving_model_info{{version="{service.model_version}"}} 1.0' in text
+
+
+def test_api_key(tmp_path):
+    client, _ = make_client(tmp_path, api_key="s3cret")
+    body = {"user_id": "alice", "k": 2}
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 401 and "Bearer" in r.json()["detail"] and r.headers["www-authenticate"] == "Bearer"
+    assert client.post("/recommend", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/recommend", json=body, headers={"Authorization": "Basic s3cret"}).status_code == 401
+    assert client.get("/metrics").status_code == 401
+    assert client.post("/recommend", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("path, body, status, words", [
+    ("/recommend", {"user_id": "alice", "k": 31}, 422, "less than or equal to 30"),
+    ("/recommend", {"user_id": "alice", "k": 0}, 422, "greater than or equal to 1"),
+    ("/recommend", {"user_id": ""}, 422, "at least 1 character"),
+    ("/recommend", {"user_id": "alice", "extra": 1}, 422, "Extra inputs"),
+    ("/recommend", {"user_id": "alice", "value_weights": {"smile": 2}}, 422, "unknown actions"),
+    ("/recommend/history", {"history": [{"item_id": "i1"}] * 11}, 422, "at most 10 items"),
+    ("/recommend/history", {"history": [{"item_id": "ghost"}]}, 422, "not in the catalogue"),
+    ("/recommend/history", {"history": [{"item_id": "i1", "action": "teleport"}]}, 422, "unknown action"),
+])
+def test_limits_and_bad_input_get_4xx_with_a_message(tmp_path, path, body, status, words):
+    client, _ = make_client(tmp_path)
+    r = client.post(path, json=body)
+    assert r.status_code == status
+    assert words in r.text
+
+
+def test_body_size_limit(tmp_path):
+    client, _ = make_client(tmp_path)
+    r = client.post("/recommend", json={"user_id": "a" * 3000})
+    assert r.status_code == 413 and "exceeds the limit of 2048 bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the bytes actually received are counted
+        for _ in range(10):
+            yield b" " * 400
+    r = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+
+
+def test_openapi_schema_states_the_limits(tmp_path):
+    client, _ = make_client(tmp_path)
+    schema = client.get("/openapi.json").json()
+    assert {"/recommend", "/recommend/history", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+    request = schema["components"]["schemas"]["RecommendRequest"]
+    assert request["properties"]["k"]["maximum"] == 30
+    history = schema["components"]["schemas"]["HistoryRecommendRequest"]
+    assert history["properties"]["history"]["maxItems"] == 10
+    assert "Cold start" in schema["info"]["description"]
