@@ -85,5 +85,6 @@ def test_bench_quality_can_score_a_trained_model(tiny_dataset, tmp_path):
     assert main(["bench", "quality", "--dataset", str(data), "--out", str(out), "--catalogue", str(cat),
                  "--model", str(run / "model"), "--skip-sasrec", "--work-dir", str(tmp_path / "w")]) == 0
     report = json.loads(out.read_text())
-    assert report["sidstream"]["invalid_generations"] == 0 and report["sidstream"]["train_seconds"] > 0
+    assert report["sidstream"]["invalid_generations"] == 0
+    assert isinstance(report["sidstream"]["train_seconds"], float)  # read from the model manifest
     assert "sasrec" not in report
