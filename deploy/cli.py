@@ -13,7 +13,8 @@ import sys
 from deploy.errors import CommandError  # noqa: F401  (rooms raise it via deploy.cli)
 
 # Rooms whose `cli.register` contributes commands, in help order. A room without a cli module yet is skipped.
-ROOM_CLIS = ("deploy.stack_cli", "deploy.worker", "deploy.serve", "deploy.online", "catalogue.cli", "streams.cli", "features.cli", "trainer.cli", "serving.cli")
+ROOM_CLIS = ("deploy.stack_cli", "deploy.worker", "deploy.serve", "catalogue.cli", "streams.cli", "features.cli", "trainer.cli",
+             "serving.cli", "deploy.online")  # deploy.online attaches `train online` under the trainer room's `train`
 
 
 

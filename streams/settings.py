@@ -30,3 +30,6 @@ class WorkerSettings(StreamSettings):
     unknown_item_wait_s: float = 2.0  # how long an interaction waits for its item before it is dead-lettered
     feast_flush_interval_s: float = 0.05  # micro-batch period of pushes to the Feast online store
     feast_flush_rows: int = 1000
+    # Faust processing guarantee: "exactly_once" makes table changelog writes and offset commits one Kafka
+    # transaction (a rebalance cannot then commit an offset whose table write the new owner never sees)
+    processing_guarantee: str = "at_least_once"

@@ -122,7 +122,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
     app = faust.App(settings.app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}",
                     datadir=settings.faust_datadir, topic_partitions=settings.partitions, web_enabled=False,
                     broker_commit_interval=1.0, producer_linger_ms=5, stream_buffer_maxsize=16384,
-                    broker_max_poll_records=2000, producer_max_batch_size=262144)
+                    broker_max_poll_records=2000, producer_max_batch_size=262144,
+                    processing_guarantee=settings.processing_guarantee)
     interactions_topic = app.topic(topics.interactions, key_serializer="raw", value_serializer="raw")
     items_topic = app.topic(topics.items, key_serializer="raw", value_serializer="raw")
     training_topic = app.topic(topics.training, key_serializer="raw", value_serializer="raw")

@@ -1,0 +1,21 @@
+"""Online post-trainer settings (env prefix SIDSTREAM_): Kafka and topics from streams, plus the trainer's own."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from streams.settings import StreamSettings
+
+
+class OnlineSettings(StreamSettings):
+    model_config = SettingsConfigDict(env_prefix="SIDSTREAM_", env_nested_delimiter="__", extra="ignore")
+
+    registry_dir: Path = Path("var/registry")  # versions/, LATEST, PINNED, checkpoints/ (trainer/model_registry.py)
+    catalogue_dir: Path = Path("var/catalogue")  # the same SIDSTREAM_CATALOGUE_DIR as catalogue.settings
+    model_name: str = "sidstream"  # key of this model's messages on the model-updates topic
+    online_group_id: str = "sidstream-online-trainer"  # the consumer group on the training topic
+    torch_threads: int = Field(2, ge=1)
+    checkpoint_every_steps: int = Field(20, ge=1)  # checkpoint (and commit offsets) at least this often
+    poll_s: float = Field(0.2, gt=0)
