@@ -11,17 +11,21 @@ from typing import Callable
 import numpy as np
 
 
-def machine_info() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
+def cpu_model() -> str:
+    """The CPU's model name (what every benchmark prints it ran on)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or ""
+
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = cpu_model()
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 

@@ -29,14 +29,9 @@ def percentile(values, q: float) -> float:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from catalogue.bench import cpu_model
+
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(),
             "python": sys.version.split()[0], "platform": platform.platform()}
 

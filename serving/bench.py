@@ -152,14 +152,8 @@ def batch_counters(metrics_text: str) -> tuple[float, float]:
 def machine_info() -> dict:
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from catalogue.bench import cpu_model
+
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "torch": torch.__version__, "python": platform.python_version()}

@@ -29,14 +29,9 @@ QUICK_SASREC = dict(max_epochs=100, val_users=2000, eval_every=2, patience=3)
 
 
 def environment() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from catalogue.bench import cpu_model
+
+    cpu = cpu_model()
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
 

@@ -220,15 +220,10 @@ def level_cross_entropy(model, hidden: torch.Tensor, batch: Batch, spans: Sequen
 
 def load_amazon_split(dataset_dir) -> tuple[dict[str, list[str]], LeaveOneOut]:
     """sequences.txt -> (raw item sequences, leave-one-out split with action "purchase")."""
-    from pathlib import Path
+    from catalogue.datasets import DatasetError, load_sequences
 
-    path = Path(dataset_dir) / "sequences.txt"
-    if not path.exists():
-        raise DataError(f"{path} not found (expected an Amazon 5-core dataset directory)")
-    sequences: dict[str, list[str]] = {}
-    with path.open() as fh:
-        for line in fh:
-            parts = line.split()
-            if parts:
-                sequences[parts[0]] = parts[1:]
+    try:
+        sequences = load_sequences(dataset_dir)
+    except DatasetError as exc:
+        raise DataError(f"{exc} (expected an Amazon 5-core dataset directory)") from None
     return sequences, leave_one_out({u: as_events(s) for u, s in sequences.items()})
