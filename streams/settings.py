@@ -33,3 +33,4 @@ class WorkerSettings(StreamSettings):
     # Faust processing guarantee: "exactly_once" makes table changelog writes and offset commits one Kafka
     # transaction (a rebalance cannot then commit an offset whose table write the new owner never sees)
     processing_guarantee: str = "at_least_once"
+    table_standby_replicas: int = 1  # Faust's default

@@ -123,7 +123,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                     datadir=settings.faust_datadir, topic_partitions=settings.partitions, web_enabled=False,
                     broker_commit_interval=1.0, producer_linger_ms=5, stream_buffer_maxsize=16384,
                     broker_max_poll_records=2000, producer_max_batch_size=262144,
-                    processing_guarantee=settings.processing_guarantee)
+                    processing_guarantee=settings.processing_guarantee,
+                    table_standby_replicas=settings.table_standby_replicas)
     interactions_topic = app.topic(topics.interactions, key_serializer="raw", value_serializer="raw")
     items_topic = app.topic(topics.items, key_serializer="raw", value_serializer="raw")
     training_topic = app.topic(topics.training, key_serializer="raw", value_serializer="raw")
