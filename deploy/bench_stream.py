@@ -245,6 +245,16 @@ class StreamBench:
         consumer.position(tp)
         produced: dict[str, float] = {}
         latencies: list[float] = []
+
+        def collect(timeout_ms: int) -> None:
+            """Time every produced item whose SID entry is now readable on the catalogue topic."""
+            for records in consumer.poll(timeout_ms=timeout_ms).values():
+                now = time.time()
+                for record in records:
+                    item_id = json.loads(record.value)["item_id"]
+                    if item_id in produced:
+                        latencies.append((now - produced.pop(item_id)) * 1000)
+
         log(f"producing {items} new items, 5 per second, timing each until its SID is on the catalogue topic")
         for i in range(items):
             item_id = f"bench-item-{i}-{time.time_ns()}"
@@ -254,20 +264,10 @@ class StreamBench:
             produced[item_id] = time.time()
             end = time.monotonic() + 0.2
             while time.monotonic() < end:
-                for records in consumer.poll(timeout_ms=20).values():
-                    now = time.time()
-                    for record in records:
-                        entry = json.loads(record.value)
-                        if entry["item_id"] in produced:
-                            latencies.append((now - produced.pop(entry["item_id"])) * 1000)
+                collect(20)
         deadline = time.monotonic() + 30
         while produced and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=100).values():
-                now = time.time()
-                for record in records:
-                    entry = json.loads(record.value)
-                    if entry["item_id"] in produced:
-                        latencies.append((now - produced.pop(entry["item_id"])) * 1000)
+            collect(100)
         consumer.close()
         result = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "samples": len(latencies),
                   "missing": len(produced)}
