@@ -14,7 +14,7 @@ from deploy.errors import CommandError  # noqa: F401  (rooms raise it via deploy
 
 # Rooms whose `cli.register` contributes commands, in help order. A room without a cli module yet is skipped.
 ROOM_CLIS = ("deploy.stack_cli", "deploy.worker", "deploy.serve", "catalogue.cli", "streams.cli", "features.cli", "trainer.cli",
-             "serving.cli", "deploy.online")  # deploy.online attaches `train online` under the trainer room's `train`
+             "serving.cli", "deploy.online", "deploy.monitor_cli", "deploy.demo")  # deploy.online attaches `train online` under the trainer room's `train`
 
 
 

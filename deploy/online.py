@@ -140,7 +140,10 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     model.train()
-    trainer = OnlineTrainer(model, catalogue.vocab, catalogue.trie, config)
+    try:
+        trainer = OnlineTrainer(model, catalogue.vocab, catalogue.trie, config)
+    except ValueError as exc:  # GenerationError included: e.g. --set beam=4 below the top-10 it must score
+        raise CommandError(f"online settings: {exc}") from None
     ensure_topics(settings, [settings.topics.training, settings.topics.model_updates])
     source = KafkaTrainingSource(settings.kafka_bootstrap_servers, settings.topics.training, settings.online_group_id)
     follower = None
@@ -150,7 +153,16 @@ def cmd_train_online(args: argparse.Namespace) -> int:
 
         follower = CatalogueFollower.from_kafka(catalogue.trie, catalogue.vocab, settings.kafka_bootstrap_servers,
                                                 settings.topics.catalogue)
-    loop = OnlineLoop(trainer, reg, source, announce=publisher, catalogue_version=catalogue.version,
+    metrics = None
+    if settings.online_metrics_port:
+        from prometheus_client import start_http_server
+
+        from trainer.online_metrics import TrainerMetrics
+
+        metrics = TrainerMetrics()
+        start_http_server(settings.online_metrics_port, registry=metrics.registry)
+        print(f"trainer metrics on http://0.0.0.0:{settings.online_metrics_port}/metrics", flush=True)
+    loop = OnlineLoop(trainer, reg, source, announce=publisher, catalogue_version=catalogue.version, metrics=metrics,
                       checkpoint_every_steps=settings.checkpoint_every_steps, record_event_ids=args.record_event_ids,
                       log=lambda line: print(line, flush=True), before_batch=follower.drain if follower else None)
     if not loop.resume():

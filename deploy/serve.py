@@ -63,10 +63,12 @@ def build_replica_service(settings):
     logging.getLogger("kafka").setLevel(logging.WARNING)
     catalogue = ItemCatalogue.load(settings.catalogue_dir)
     store = UserSequenceStore(FeatureSettings())
+    store.apply()  # idempotent: a replica in its own container has no Feast registry until it applies one
     service = RecommenderService(catalogue.vocab, catalogue.trie, store, settings)
-    if (Path(settings.model_dir) / "manifest.json").is_file():
+    model_dir = resolve_model_dir(Path(settings.model_dir))
+    if (model_dir / "manifest.json").is_file():
         try:
-            service.load_model(settings.model_dir)
+            service.load_model(model_dir)
         except UpdateRefused:
             pass  # logged; the replica waits for an acceptable model on model-updates
     followers = []
@@ -84,6 +86,27 @@ def build_replica_service(settings):
     return service, followers
 
 
+def resolve_model_dir(path: Path) -> Path:
+    """A model directory as given, or - for a registry root (versions/, LATEST, PINNED) - the version serving
+    should start from: the pinned one, else the latest."""
+    if (path / "manifest.json").is_file() or not (path / "versions").is_dir():
+        return path
+    from trainer.model_registry import ModelRegistry
+
+    registry = ModelRegistry(path)
+    version = registry.serving()
+    return registry.path(version) if version else path
+
+
+def app_builder(args: dict):
+    """Ray Serve application builder for `serve run` / a KubeRay RayService (`import_path:
+    deploy.serve:app_builder`); `args` are ServingSettings fields, the rest comes from SIDSTREAM_* env."""
+    from serving.app import build_deployment
+    from serving.settings import ServingSettings
+
+    return build_deployment(ServingSettings(**(args or {})), build_replica_service)
+
+
 def start_serving(settings, num_cpus: int | None = None, blocking: bool = False) -> None:
     """Local Ray + Serve with the replicas wired by `build_replica_service` (SIDSTREAM_* env travels along)."""
     from serving.app import run_local_ray
@@ -95,7 +118,8 @@ def start_serving(settings, num_cpus: int | None = None, blocking: bool = False)
 # ----- command line
 def register(commands, bench) -> None:
     serve = commands.add_parser("serve", help="serve recommendations over HTTP (Ray Serve on a local Ray)")
-    serve.add_argument("--model", type=Path, help="registry model directory (default: SIDSTREAM_MODEL_DIR)")
+    serve.add_argument("--model", type=Path, help="a model directory, or a registry folder (serves its pinned, else "
+                                                  "latest version) (default: SIDSTREAM_MODEL_DIR)")
     serve.add_argument("--catalogue", type=Path, help="catalogue folder (default: SIDSTREAM_CATALOGUE_DIR)")
     serve.add_argument("--replicas", type=int, help="replicas (default: SIDSTREAM_REPLICAS or 1)")
     serve.add_argument("--cpus-per-replica", type=float, help="Ray CPUs per replica (default 1)")
@@ -143,7 +167,7 @@ def cmd_serve(args) -> int:
                                            "catalogue_dir": Path(settings.catalogue_dir).resolve()})
     if not (Path(settings.catalogue_dir) / "manifest.json").is_file():
         raise CommandError(f"no catalogue at {settings.catalogue_dir}: build one with `sidstream catalogue build`")
-    if not (Path(settings.model_dir) / "manifest.json").is_file() and not settings.follow_updates:
+    if not (resolve_model_dir(Path(settings.model_dir)) / "manifest.json").is_file() and not settings.follow_updates:
         raise CommandError(f"no model at {settings.model_dir} and --no-follow: nothing to serve")
     cpus = max(2, int(settings.replicas * settings.cpus_per_replica + 0.999))
     print(f"serve: {settings.replicas} replica(s) x {settings.cpus_per_replica} CPU, model {settings.model_dir}, "

@@ -32,6 +32,9 @@ def make_item_encoder(catalogue):
 
 
 def build_worker_app(catalogue_dir: Path, index_items: bool = True):
+    from streams.metrics import StreamMetrics  # prometheus-client before feast (see streams/metrics.py)
+
+    metrics = StreamMetrics()
     from catalogue.catalogue import ItemCatalogue
     from catalogue.settings import CatalogueSettings
     from features.settings import FeatureSettings
@@ -41,6 +44,11 @@ def build_worker_app(catalogue_dir: Path, index_items: bool = True):
     from streams.worker import build_app
 
     settings = WorkerSettings()
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+        print(f"worker metrics on http://0.0.0.0:{settings.worker_metrics_port}/metrics", flush=True)
     ensure_topics(settings)
     catalogue = ItemCatalogue.load(catalogue_dir)
     store = UserSequenceStore(FeatureSettings())
@@ -53,7 +61,8 @@ def build_worker_app(catalogue_dir: Path, index_items: bool = True):
 
         def index(item_id, vector, codes, meta):
             qdrant.upsert(item_id, np.asarray(vector, dtype=np.float32), codes, meta)
-    return build_app(settings, catalogue, store, encode_item=make_item_encoder(catalogue), index_item=index)
+    return build_app(settings, catalogue, store, encode_item=make_item_encoder(catalogue), index_item=index,
+                     metrics=metrics)
 
 
 def run_worker(catalogue_dir: Path, loglevel: str = "warning", index_items: bool = True) -> int:

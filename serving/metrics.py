@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+SCORE_BUCKETS = (-50, -20, -12, -10, -8, -6, -5, -4, -3, -2, -1, -0.5, -0.1, 0, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -37,6 +38,10 @@ class ServingMetrics:
                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
         self.model_info = Gauge("sidstream_serving_model_info", "1 for the model version served", ["version"],
                                 registry=r)
+        # what the replica returns, for the monitor's score-drift check: log-probability of each returned item
+        # under the model, and its value-function score
+        self.score = Histogram("sidstream_serving_score", "score of each returned item, by kind (log_prob, value)",
+                               ["kind"], buckets=SCORE_BUCKETS, registry=r)
         self.trie_items = Gauge("sidstream_serving_trie_items", "items in the live trie", registry=r)
 
     def set_model(self, old: str | None, new: str) -> None:

@@ -331,6 +331,9 @@ class RecommenderService:
             items.append({"item_id": r.item_id, "sid": list(state.trie.codes_of(r.item_id)), "score": score,
                           "log_prob": r.log_prob, "value": value, "action_probs": r.action_probs})
         items.sort(key=lambda x: -x["score"])
+        for item in items[: query.k]:
+            self.metrics.score.labels("log_prob").observe(item["log_prob"])
+            self.metrics.score.labels("value").observe(item["value"])
         return {**meta, "items": items[: query.k], "model_version": state.model_version,
                 "catalogue_version": self.vocab.version, "catalogue_revision": state.catalogue_revision,
                 "order_by": order}

@@ -34,3 +34,5 @@ class WorkerSettings(StreamSettings):
     # transaction (a rebalance cannot then commit an offset whose table write the new owner never sees)
     processing_guarantee: str = "at_least_once"
     table_standby_replicas: int = 1  # Faust's default
+    # Prometheus metrics of the worker on this port (0: off); several workers on one host need one port each
+    worker_metrics_port: int = 0

@@ -28,6 +28,7 @@ from features.sequences import UserSequence
 from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, now_ms, parse,
                              training_example_json)
 from streams.sequencer import SequenceState, append_event, event_tokens
+from streams.metrics import StreamMetrics
 from streams.settings import WorkerSettings
 
 log = logging.getLogger("sidstream.streams")
@@ -113,8 +114,10 @@ def follow_catalogue(view: CatalogueView, settings: WorkerSettings, stop: thread
 
 
 def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink: SequenceSink,
-              encode_item: ItemEncoder | None = None, index_item: ItemIndexer | None = None):
-    """Assemble the Faust app. Sinks are injected by `deploy/` (Feast facade, Qdrant store)."""
+              encode_item: ItemEncoder | None = None, index_item: ItemIndexer | None = None,
+              metrics: StreamMetrics | None = None):
+    """Assemble the Faust app. Sinks are injected by `deploy/` (Feast facade, Qdrant store); `metrics` is
+    exposed by `deploy/` on the worker's metrics port."""
     import faust
 
     vocab = catalogue.vocab
@@ -135,13 +138,16 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
 
     view = CatalogueView(catalogue)
     stats = WorkerStats()
+    metrics = metrics or StreamMetrics()
     pending: dict[str, UserSequence] = {}
+    produced_at: dict[str, int] = {}  # user -> produced_ms of the oldest event waiting in `pending`
     resync = {"needed": False}
     stop_follower, caught_up = threading.Event(), threading.Event()
-    app.sidstream = {"stats": stats, "view": view, "pending": pending, "caught_up": caught_up}
+    app.sidstream = {"stats": stats, "view": view, "pending": pending, "caught_up": caught_up, "metrics": metrics}
 
     async def dead_letter(reason: str, event) -> None:
         stats.dead_letters += 1
+        (metrics.items if event.message.topic == topics.items else metrics.events).labels("dead_letter").inc()
         kind = reason.split(":", 1)[0]
         stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
         msg = event.message
@@ -187,13 +193,17 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             event_ms = int(ev.ts * 1000)
             if not append_event(state, ev.event_id, tokens, event_ms, settings.window_events):
                 stats.duplicates += 1
+                metrics.events.labels("duplicate").inc()
                 continue
             stats.appended += 1
+            metrics.events.labels("appended").inc()
             # the partition rides along so a resync after a rebalance pushes only the users this worker owns
             sequences[ev.user_id] = {**state.to_json(), "partition": event.message.partition}
             appended = now_ms()
             pending[ev.user_id] = UserSequence(ev.user_id, list(state.tokens), state.event_count,
                                                state.last_event_ms, 0)
+            if ev.produced_ms is not None:
+                produced_at.setdefault(ev.user_id, ev.produced_ms)
             example = training_example_json(ev.user_id, state.tokens, ev.event_id, state.event_count, event_ms,
                                             ev.produced_ms, appended)
             await training_topic.send(key=ev.user_id.encode(), value=example)
@@ -219,12 +229,15 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                 continue
             view.sid_of[item.item_id] = codes
             stats.items += 1
+            metrics.items.labels("assigned").inc()
             if index_item is not None:
                 await asyncio.get_running_loop().run_in_executor(None, index_item, item.item_id, vector, codes,
                                                                  item.as_item())
             entry = CatalogueEntry(item_id=item.item_id, sid=list(codes), catalogue_version=catalogue.version,
                                    item_produced_ms=item.produced_ms, assigned_ms=now_ms())
             await catalogue_topic.send(key=item.item_id.encode(), value=entry.model_dump_json().encode())
+            if item.produced_ms is not None:
+                metrics.item_to_catalogue.observe(max(0.0, (now_ms() - item.produced_ms) / 1000))
 
     push_lock = asyncio.Lock()
 
@@ -240,8 +253,15 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             if not pending:
                 return
             rows = list(pending.values())
+            produced = list(produced_at.values())
             pending.clear()
+            produced_at.clear()
+            started = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(None, sequence_sink.push, rows)
+            metrics.feast_push.observe(time.perf_counter() - started)
+            pushed = now_ms()
+            for ms in produced:  # the oldest waiting event per user: the worst freshness of that row
+                metrics.event_to_feast.observe(max(0.0, (pushed - ms) / 1000))
             stats.pushed_rows += len(rows)
             stats.pushes += 1
 
@@ -261,6 +281,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
 
     @app.timer(interval=10.0)
     async def report():
+        metrics.catalogue_items.set(len(view.sid_of))
+        metrics.pending_rows.set(len(pending))
         log.warning("stats %s", json.dumps(stats.__dict__))
 
     return app

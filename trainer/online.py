@@ -423,8 +423,9 @@ class OnlineLoop:
     def __init__(self, trainer: OnlineTrainer, model_registry, source, announce: Callable[[dict], None] | None = None,
                  catalogue_version: str | None = None, checkpoint_every_steps: int = 20,
                  record_event_ids: bool = False, log: Callable[[str], None] = print,
-                 before_batch: Callable[[], object] | None = None):
+                 before_batch: Callable[[], object] | None = None, metrics=None):
         self.trainer, self.registry, self.source = trainer, model_registry, source
+        self.metrics = metrics  # a TrainerMetrics (trainer/online_metrics.py), or None
         self.before_batch = before_batch  # e.g. apply catalogue changes to the trie between micro-batches
         self.announce = announce
         self.catalogue_version = catalogue_version
@@ -518,6 +519,8 @@ class OnlineLoop:
         if not decision.accepted:
             self.refused.append(decision.reason)
             self.log(f"gate refused a version at step {self.trainer.step}: {decision.reason}")
+            if self.metrics is not None:
+                self.metrics.versions.labels("refused").inc()
         else:
             manifest = self.registry.publish(
                 self.trainer.model, self.trainer.vocab, step=self.trainer.step, parent=self.parent,
@@ -529,6 +532,9 @@ class OnlineLoop:
                        "online_config": asdict(self.trainer.config)})
             version = self.parent = manifest["version"]
             self.published.append(version)
+            if self.metrics is not None:
+                self.metrics.versions.labels("published").inc()
+                self.metrics.last_publish.set(time.time())
             self.log(f"published {version} at step {self.trainer.step} ({self.trainer.events} events): "
                      f"{decision.reason}")
             pinned = self.registry.pinned()
@@ -568,7 +574,22 @@ class OnlineLoop:
                 self.ledger.append([*ex.source, ex.event_id])
         for r in records:
             self.offsets[offset_key(r.topic, r.partition)] = r.offset + 1
+        if self.metrics is not None:
+            self._observe(examples, skipped, result)
         return result
+
+    def _observe(self, examples, skipped: set, result: StepResult | None) -> None:
+        m, now_ms = self.metrics, time.time() * 1000
+        trained = [ex for ex in examples if id(ex) not in skipped]
+        m.examples.labels("trained").inc(len(trained))
+        m.examples.labels("invalid").inc(len(examples) - len(trained))
+        for ex in trained:
+            if ex.appended_ms is not None:
+                m.event_to_trained.observe(max(0.0, (now_ms - ex.appended_ms) / 1000))
+        if result is not None and result.loss is not None:
+            m.steps.inc()
+            m.loss.set(result.loss)
+        m.observe_rolling(self.trainer.metrics.rolling())
 
     def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None,
             poll_s: float = 0.2, report_every_s: float = 10.0) -> None:

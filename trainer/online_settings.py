@@ -19,3 +19,4 @@ class OnlineSettings(StreamSettings):
     torch_threads: int = Field(2, ge=1)
     checkpoint_every_steps: int = Field(20, ge=1)  # checkpoint (and commit offsets) at least this often
     poll_s: float = Field(0.2, gt=0)
+    online_metrics_port: int = Field(0, ge=0)  # Prometheus metrics of the trainer on this port (0: off)

@@ -1,0 +1,163 @@
+"""`sidstream monitor`: the operator's view of freshness and drift (terminal, `--json`, `--plot`, Prometheus)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class Monitor:
+    """The monitor loop's state: Kafka readings, scrape targets, the core, the history file, exported gauges."""
+
+    def __init__(self, catalogue_dir: Path, targets: dict[str, str], monitor_settings=None, stream_settings=None,
+                 history_file: Path | None = None, export_port: int | None = None, scrape_headers: dict | None = None):
+        from catalogue.catalogue import ItemCatalogue
+        from deploy.monitor import KafkaReadings, MonitorCore, MonitorMetrics
+        from deploy.settings import MonitorSettings
+        from streams.settings import StreamSettings
+
+        self.settings = monitor_settings or MonitorSettings()
+        self.stream_settings = stream_settings or StreamSettings()
+        catalogue = ItemCatalogue.load(catalogue_dir)
+        ids, codes = catalogue.codes_matrix()
+        self.core = MonitorCore(self.settings, catalogue.vocab, codes[:, : catalogue.vocab.levels], set(ids),
+                                topics=self.stream_settings.topics)
+        self.readings = KafkaReadings(self.stream_settings.kafka_bootstrap_servers, self.stream_settings.topics,
+                                      self.settings.reference_events + self.settings.recent_events)
+        self.targets = targets
+        self.scrape_headers = scrape_headers or {}
+        self.history_file = history_file
+        if history_file is not None:
+            Path(history_file).parent.mkdir(parents=True, exist_ok=True)
+        self.metrics = None
+        if export_port:
+            from prometheus_client import start_http_server
+
+            self.metrics = MonitorMetrics()
+            start_http_server(export_port, registry=self.metrics.registry)
+
+    def tick(self, now: float | None = None) -> dict:
+        from deploy.monitor import scrape
+
+        self.readings.poll(self.core)
+        scrapes, errors = {}, {}
+        for name, url in self.targets.items():
+            try:
+                scrapes[name] = scrape(url, headers=self.scrape_headers)
+            except Exception as exc:  # an unreachable component is a reading, not a crash of the monitor
+                errors[name] = f"{type(exc).__name__}: {exc}"[:200]
+        try:
+            lags = self.readings.lags()
+        except Exception as exc:
+            lags, errors["kafka_groups"] = {}, f"{type(exc).__name__}: {exc}"[:200]
+        snap = self.core.snapshot(time.time() if now is None else now, lags=lags,
+                                  end_offsets=self.readings.end_offsets(), scrapes=scrapes, scrape_errors=errors)
+        if self.history_file is not None:
+            with open(self.history_file, "a") as f:
+                f.write(json.dumps(snap, default=_jsonable) + "\n")
+        if self.metrics is not None:
+            self.metrics.update(snap)
+        return snap
+
+    def close(self) -> None:
+        self.readings.close()
+
+
+def _jsonable(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+    except ImportError:
+        pass
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def register(commands, bench) -> None:
+    p = commands.add_parser("monitor", help="freshness and drift: terminal view, --json, --plot, Prometheus")
+    p.add_argument("--catalogue", type=Path, default=None,
+                   help="catalogue folder the system started from (default: SIDSTREAM_CATALOGUE_DIR)")
+    p.add_argument("--scrape", default=None,
+                   help="metrics endpoints name=url,... (names worker*, trainer*, serving*; default "
+                        "SIDSTREAM_MONITOR_SCRAPE)")
+    p.add_argument("--interval", type=float, default=None, help="seconds between snapshots (default 5)")
+    p.add_argument("--count", type=int, default=None, help="stop after this many snapshots")
+    p.add_argument("--once", action="store_true", help="one snapshot (after a first interval, so rates exist)")
+    p.add_argument("--json", action="store_true", help="print each snapshot as one JSON line")
+    p.add_argument("--history", type=Path, default=None,
+                   help="append snapshots to this JSONL file (default SIDSTREAM_MONITOR_HISTORY_FILE)")
+    p.add_argument("--no-history", action="store_true", help="do not write the history file")
+    p.add_argument("--serve-metrics", action="store_true",
+                   help="export the monitor's gauges on SIDSTREAM_MONITOR_METRICS_PORT (default 9103)")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                   help="draw freshness and drift over time from the history file into a PNG, then exit")
+    p.set_defaults(func=cmd_monitor)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from catalogue.settings import CatalogueSettings
+    from deploy.errors import CommandError
+    from deploy.monitor import parse_targets, plot_history, render
+    from deploy.settings import MonitorSettings
+
+    settings = MonitorSettings()
+    history = None if args.no_history else (args.history or settings.history_file)
+    if args.plot is not None:
+        source = args.history or settings.history_file
+        if not Path(source).is_file():
+            raise CommandError(f"no monitor history at {source}: run `sidstream monitor` or `sidstream demo` first")
+        try:
+            info = plot_history(source, args.plot, settings.psi_alert, settings.psi_warn)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        print(f"wrote {info['out']}: {info['snapshots']} snapshots over {info['minutes']:.1f} min, "
+              f"{info['alert_snapshots']} in alert")
+        return 0
+    catalogue_dir = args.catalogue or CatalogueSettings().catalogue_dir
+    if not (Path(catalogue_dir) / "manifest.json").is_file():
+        raise CommandError(f"no catalogue at {catalogue_dir}: give --catalogue (the folder the worker uses)")
+    try:
+        targets = parse_targets(args.scrape if args.scrape is not None else settings.scrape)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    interval = args.interval if args.interval is not None else settings.interval_s
+    if interval <= 0:
+        raise CommandError("--interval must be > 0")
+    port = (settings.metrics_port or 9103) if args.serve_metrics else None
+    import os
+
+    api_key = os.environ.get("SIDSTREAM_API_KEY")
+    try:
+        monitor = Monitor(Path(catalogue_dir), targets, settings, history_file=history, export_port=port,
+                          scrape_headers={"Authorization": f"Bearer {api_key}"} if api_key else None)
+    except Exception as exc:
+        if type(exc).__name__ in ("NoBrokersAvailable", "KafkaTimeoutError", "KafkaConnectionError"):
+            raise CommandError(f"Kafka is not reachable ({exc}); start it with `sidstream up`") from None
+        raise
+    count = 2 if args.once else args.count
+    taken = 0
+    try:
+        while count is None or taken < count:
+            started = time.monotonic()
+            snap = monitor.tick()
+            taken += 1
+            if args.json:
+                if not args.once or taken == count:
+                    print(json.dumps(snap, default=_jsonable), flush=True)
+            elif not args.once or taken == count:
+                if sys.stdout.isatty() and not args.once:
+                    print("\033[2J\033[H", end="")
+                print(render(snap, [f"sidstream monitor: {len(targets)} scrape targets, every {interval:g}s "
+                                    f"(Ctrl-C to stop)"]), flush=True)
+                print(flush=True)
+            if count is not None and taken >= count:
+                break
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        monitor.close()
+    return 0

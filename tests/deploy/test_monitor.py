@@ -1,0 +1,134 @@
+"""The monitor's core: snapshots from stream events, catalogue entries, announcements and real Prometheus
+exposition text (rendered by the components' own metric registries), the terminal view and the plot."""
+import json
+
+import numpy as np
+import pytest
+
+from catalogue.vocab import Vocabulary
+from deploy.monitor import MonitorCore, parse_metrics, parse_targets, plot_history, render
+from deploy.settings import MonitorSettings
+from serving.metrics import ServingMetrics
+from streams.metrics import StreamMetrics
+from trainer.online_metrics import TrainerMetrics
+
+VOCAB = Vocabulary(levels=3, codes_per_level=8, suffix_size=4, actions=("click", "skip", "like"))
+
+
+def _core(**overrides):
+    settings = MonitorSettings(reference_events=300, recent_events=100, **overrides)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 8, size=(400, 3))
+    return MonitorCore(settings, VOCAB, base, {f"i{n}" for n in range(400)}), rng
+
+
+def _window(codes, action):
+    return VOCAB.sid_to_tokens((*codes, 0)) + [VOCAB.action_token(action)]
+
+
+def test_a_quiet_stream_is_ok_and_a_shift_in_actions_alerts():
+    core, rng = _core()
+    for _ in range(400):
+        core.add_training_example(_window(tuple(rng.integers(0, 8, 3)), rng.choice(["click", "skip"])))
+    core.add_model_update({"version": "v1", "created": 1000.0, "metrics": {"prequential": {"recall@10": 0.1}}})
+    snap = core.snapshot(now=1010.0)
+    states = {a["name"]: a["state"] for a in snap["alerts"]}
+    assert states["drift_action"] == "ok" and states["model_age"] == "ok"
+    assert snap["freshness"]["model_version"] == "v1" and snap["freshness"]["model_age_s"] == pytest.approx(10)
+    for _ in range(100):
+        core.add_training_example(_window(tuple(rng.integers(0, 8, 3)), "like"))
+    snap = core.snapshot(now=2000.0)
+    states = {a["name"]: a["state"] for a in snap["alerts"]}
+    assert states["drift_action"] == "alert"
+    assert states["model_age"] == "alert"  # 1000 s > the 900 s default
+    assert snap["status"] == "alert"
+    json.dumps(snap)  # history lines must serialise
+
+
+def test_new_items_from_one_cluster_alert_once_there_are_enough():
+    core, rng = _core()
+    for n in range(40):
+        core.add_catalogue_entry(f"new{n}", [6, int(rng.integers(8)), int(rng.integers(8)), 0])
+    snap = core.snapshot(now=1.0)
+    assert snap["catalogue"]["new_items"] == 40
+    assert {a["name"]: a["state"] for a in snap["alerts"]}["drift_new_items"] == "alert"
+    core.add_catalogue_entry("new0", None)  # a deletion removes it again
+    assert core.snapshot(now=2.0)["catalogue"]["new_items"] == 39
+
+
+def test_freshness_and_quality_come_from_real_exposition_text():
+    stream, serving, trainer = StreamMetrics(), ServingMetrics(), TrainerMetrics()
+    for v in (0.02, 0.03, 0.04):
+        stream.event_to_feast.observe(v)
+    serving.item_lag.observe(0.2)
+    serving.set_model(None, "v7")
+    trainer.recall.set(0.12)
+    core, _ = _core()
+    scrapes = {"worker": parse_metrics(stream.render().decode()), "serving": parse_metrics(serving.render().decode()),
+               "trainer": parse_metrics(trainer.render().decode())}
+    snap = core.snapshot(now=5.0, scrapes=scrapes, lags={"g": {"interactions": 3}},
+                         end_offsets={"interactions": 100, "dead-letters": 0})
+    fresh = snap["freshness"]
+    assert 0.01 < fresh["event_to_feast_s"]["p50"] <= 0.05
+    assert fresh["item_to_trie_s"]["p99"] <= 0.25
+    assert fresh["served_versions"] == ["v7"]
+    assert snap["quality"]["recall@10"] == pytest.approx(0.12) and snap["quality"]["source"] == "trainer"
+    assert snap["lag"]["max"] == 3
+    # the next interval: 50 more events of which 10 dead-lettered
+    for _ in range(5):
+        stream.event_to_feast.observe(4.0)
+    scrapes["worker"] = parse_metrics(stream.render().decode())
+    trainer.recall.set(0.03)
+    scrapes["trainer"] = parse_metrics(trainer.render().decode())
+    snap = core.snapshot(now=15.0, scrapes=scrapes, end_offsets={"interactions": 150, "dead-letters": 10})
+    assert snap["freshness"]["event_to_feast_s"]["window"] == "interval"
+    assert snap["freshness"]["event_to_feast_s"]["p50"] > 2.0  # only the slow interval counts now
+    assert snap["throughput"]["interactions_per_s"] == pytest.approx(5.0)
+    states = {a["name"]: a["state"] for a in snap["alerts"]}
+    assert states["dead_letter_rate"] == "alert"  # 10 of 50
+    assert states["prequential_drop"] == "alert"  # 0.03 vs best 0.12
+    assert states["event_to_feast_p99"] == "warn"
+
+
+def test_score_drift_needs_enough_observations_then_compares_intervals():
+    serving = ServingMetrics()
+    core, rng = _core()
+
+    def snap_after(values, now):
+        for v in values:
+            serving.score.labels("log_prob").observe(v)
+        return core.snapshot(now=now, scrapes={"serving": parse_metrics(serving.render().decode())})
+
+    assert snap_after(rng.normal(-3, 0.5, 20), 1.0)["score"]["psi"] is None
+    for t in range(2, 6):
+        snap = snap_after(rng.normal(-3, 0.5, 100), float(t))
+    assert snap["score"]["psi"] is not None and snap["score"]["psi"] < 0.1
+    for t in range(6, 9):  # the model got much less sure of what it returns
+        snap = snap_after(rng.normal(-9, 0.5, 100), float(t))
+    assert snap["score"]["psi"] > 0.25
+
+
+def test_scrape_targets_are_parsed_with_clear_errors():
+    assert parse_targets("worker=http://a:1/metrics, serving=https://b/metrics") == {
+        "worker": "http://a:1/metrics", "serving": "https://b/metrics"}
+    assert parse_targets("") == {}
+    with pytest.raises(ValueError, match="name=http"):
+        parse_targets("worker:9101")
+
+
+def test_render_and_plot(tmp_path):
+    core, rng = _core()
+    history = tmp_path / "history.jsonl"
+    with history.open("w") as f:
+        for t in range(6):
+            for _ in range(100):
+                core.add_training_example(_window(tuple(rng.integers(0, 8, 3)), "like" if t > 3 else "click"))
+            core.add_model_update({"version": f"v{t}", "created": 100.0 * t, "metrics": {}})
+            snap = core.snapshot(now=100.0 * t + 30, end_offsets={"interactions": 100 * t})
+            f.write(json.dumps(snap) + "\n")
+    view = render(snap)
+    assert "drift (PSI)" in view and "model age" not in view.splitlines()[0]
+    assert "drift_action=alert" in view
+    info = plot_history(history, tmp_path / "plot.png")
+    assert info["snapshots"] == 6 and info["alert_snapshots"] >= 1
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
