@@ -19,7 +19,7 @@ class Rule:
     help: str = ""
 
     def judge(self, value: float | None) -> str:
-        if value is None:
+        if value is None or value != value:  # None or NaN: not measured
             return "unknown"
         v = value if self.higher_is_worse else -value
         warn, alert = (self.warn, self.alert) if self.higher_is_worse else (-self.warn, -self.alert)

@@ -26,8 +26,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from deploy.alerts import evaluate, rules_from, worst
-from streams.drift import (EventWindows, StreamEvent, bucket_counts, code_usage, histogram_delta,
-                           histogram_quantile, kl, last_event, new_item_codes, psi)
+from streams.drift import (EventWindows, StreamEvent, bucket_counts, code_usage, compare, histogram_delta,
+                           histogram_quantile, last_event, new_item_codes, sum_histograms)
 
 # histogram name -> (hop name in the snapshot, scrape source prefix)
 FRESHNESS_HISTOGRAMS = {
@@ -38,6 +38,9 @@ FRESHNESS_HISTOGRAMS = {
     "sidstream_serving_model_swap_lag_seconds": ("publish_to_serve_s", "serving"),
 }
 MIN_SCORE_OBSERVATIONS = 50  # per window, before a score PSI means anything
+FRESHNESS_SCRAPES = 12  # hop quantiles cover the observations of the last 12 scrapes (1 min at 5 s)
+SCORE_RECENT_SCRAPES, SCORE_REFERENCE_SCRAPES = 3, 12
+MIN_QUALITY_EVENTS = 500  # a prequential recall over fewer events is too noisy to compare
 
 
 # ----------------------------------------------------------------------------------------------- scrapes
@@ -115,22 +118,27 @@ class MonitorCore:
     settings: Any  # deploy.settings.MonitorSettings
     vocab: Any  # catalogue.vocab.Vocabulary
     base_codes: np.ndarray  # (items, levels) semantic codes of the catalogue the system started from
-    base_items: set[str]
+    base_ids: list[str]  # their item ids, in the same order
     topics: Any = None  # streams.settings.Topics (defaults when None)
     windows: EventWindows = field(init=False)
     new_items: dict[str, tuple[int, ...]] = field(default_factory=dict)
     catalogue_items: dict[str, tuple[int, ...]] = field(default_factory=dict)
     models: dict[str, ModelAnnouncement] = field(default_factory=dict)
-    _previous_scrape: dict = field(default_factory=dict)  # histogram name -> cumulative buckets at last scrape
-    _score_deltas: deque = field(default_factory=lambda: deque(maxlen=3))
+    # (histogram, scrape source) -> cumulative buckets at the last scrape; deltas are taken per process so a
+    # restart of one (counters reset) is seen as such
+    _previous_scrape: dict = field(default_factory=dict)
+    _hop_deltas: dict = field(default_factory=dict)  # hop -> deque of per-scrape delta histograms
+    _score_deltas: deque = field(default_factory=lambda: deque(maxlen=SCORE_RECENT_SCRAPES + SCORE_REFERENCE_SCRAPES))
+    _quality_history: deque = field(default_factory=lambda: deque(maxlen=50))
     _previous_ends: dict = field(default_factory=dict)
     _previous_time: float | None = None
-    _best_recall: float | None = None
 
     def __post_init__(self) -> None:
         self.windows = EventWindows(self.vocab.levels, self.vocab.codes_per_level, len(self.vocab.actions),
                                     self.settings.reference_events, self.settings.recent_events)
         self.rules = rules_from(self.settings)
+        self.base_items = set(self.base_ids)
+        self.catalogue_items = {i: tuple(int(c) for c in row) for i, row in zip(self.base_ids, self.base_codes)}
         if self.topics is None:
             from streams.settings import Topics
 
@@ -147,7 +155,7 @@ class MonitorCore:
         self.windows.add(event)
 
     def add_catalogue_entry(self, item_id: str, sid: list[int] | None) -> None:
-        if sid is None:
+        if sid is None:  # a deletion (tombstone)
             self.catalogue_items.pop(item_id, None)
             self.new_items.pop(item_id, None)
             return
@@ -199,16 +207,13 @@ class MonitorCore:
     def _freshness(self, now: float, scrapes: dict[str, dict]) -> dict:
         out: dict[str, Any] = {}
         for name, (hop, prefix) in FRESHNESS_HISTOGRAMS.items():
-            families = merge_families(f for source, f in scrapes.items() if source.startswith(prefix))
-            cumulative = histogram_of(families, name)
-            if not cumulative:
-                out[hop] = None
-                continue
-            delta = histogram_delta(self._previous_scrape.get(name), cumulative)
-            recent = delta if max(delta.values(), default=0) > 0 else cumulative
-            self._previous_scrape[name] = cumulative
+            window = self._hop_deltas.setdefault(hop, deque(maxlen=FRESHNESS_SCRAPES))
+            window.append(self._delta(name, {src: f for src, f in scrapes.items() if src.startswith(prefix)}))
+            recent = sum_histograms(window)
+            count = recent.get(float("inf"), 0.0)
+            # no observations in the window: unknown, not the lifetime numbers (a stalled hop must not look fine)
             out[hop] = {"p50": histogram_quantile(recent, 0.5), "p99": histogram_quantile(recent, 0.99),
-                        "count": max(recent.values()), "window": "interval" if recent is delta else "cumulative"}
+                        "count": int(count)} if count > 0 else None
         newest = max(self.models.values(), key=lambda m: m.created or 0.0, default=None)
         out["model_version"] = newest.version if newest else None
         out["model_age_s"] = (max(0.0, now - newest.created) if newest and newest.created is not None else None)
@@ -219,40 +224,61 @@ class MonitorCore:
         out["served_versions"] = sorted(set(filter(None, served)))
         return out
 
+    def _delta(self, name: str, sources: dict[str, dict], **labels: str) -> dict[float, float]:
+        """Observations of histogram `name` since the last scrape, summed over the sources (processes)."""
+        deltas = []
+        for source, families in sources.items():
+            cumulative = histogram_of(families, name, **labels)
+            if cumulative:
+                deltas.append(histogram_delta(self._previous_scrape.get((name, source)), cumulative))
+                self._previous_scrape[(name, source)] = cumulative
+        return sum_histograms(deltas)
+
     def _catalogue(self) -> dict:
         levels, k = self.vocab.levels, self.vocab.codes_per_level
-        current = np.asarray(list(self.catalogue_items.values()) or self.base_codes, dtype=np.int64).reshape(-1, levels)
+        current = np.asarray(list(self.catalogue_items.values()), dtype=np.int64).reshape(-1, levels)
         new = np.asarray(list(self.new_items.values()), dtype=np.int64).reshape(-1, levels)
         return {"items": int(len(current)), "new_items": int(len(new)),
                 "code_usage": code_usage(current, k, self.settings.overload_factor),
                 "new_item_codes": new_item_codes(self.base_codes, new, k, self.settings.overload_factor)}
 
     def _score(self, scrapes: dict[str, dict]) -> dict:
-        families = merge_families(f for source, f in scrapes.items() if source.startswith("serving"))
-        cumulative = histogram_of(families, "sidstream_serving_score", kind="log_prob")
-        if not cumulative:
-            return {"psi": None, "kl": None, "recent": 0, "reference": 0}
-        previous = self._previous_scrape.get("sidstream_serving_score")
-        self._previous_scrape["sidstream_serving_score"] = cumulative
-        if previous is not None:
-            self._score_deltas.append(bucket_counts(histogram_delta(previous, cumulative)))
-        recent = np.sum(list(self._score_deltas), axis=0) if self._score_deltas else np.zeros(len(cumulative))
-        reference = (bucket_counts(cumulative) - recent).clip(min=0.0)
-        out = {"recent": int(recent.sum()), "reference": int(reference.sum()), "psi": None, "kl": None}
+        """Served log-probabilities: the last few scrapes against the stretch of scrapes before them."""
+        delta = self._delta("sidstream_serving_score",
+                            {src: f for src, f in scrapes.items() if src.startswith("serving")}, kind="log_prob")
+        out = {"recent": 0, "reference": 0, "psi": None, "kl": None, "excess": None}
+        if not delta:
+            return out
+        self._score_deltas.append(bucket_counts(delta))
+        if len({len(d) for d in self._score_deltas}) != 1:  # bucket layout changed (a new serving version)
+            self._score_deltas.clear()
+            return out
+        deltas = list(self._score_deltas)
+        recent = np.sum(deltas[-SCORE_RECENT_SCRAPES:], axis=0)
+        before = deltas[:-SCORE_RECENT_SCRAPES]
+        reference = np.sum(before, axis=0) if before else np.zeros_like(recent)
+        out.update(recent=int(recent.sum()), reference=int(reference.sum()))
         if recent.sum() >= MIN_SCORE_OBSERVATIONS and reference.sum() >= MIN_SCORE_OBSERVATIONS:
-            out["psi"], out["kl"] = psi(reference, recent), kl(reference, recent)
+            out.update({k: v for k, v in compare(reference, recent).items() if k != "noise"})
         return out
 
     def _quality(self, scrapes: dict[str, dict]) -> dict:
+        """Prequential recall@10: the trainer's rolling window when it is full enough, else the newest
+        announced version's; the baseline is the median of earlier full-window readings (a max would be a lucky
+        outlier)."""
         trainer = merge_families(f for source, f in scrapes.items() if source.startswith("trainer"))
-        live = gauge_of(trainer, "sidstream_trainer_prequential_recall_at_10")
+        live, events = (_float(gauge_of(trainer, "sidstream_trainer_prequential_recall_at_10")),
+                        _float(gauge_of(trainer, "sidstream_trainer_prequential_events")) or 0.0)
         trend = [(m.created, m.recall) for m in sorted(self.models.values(), key=lambda m: m.created or 0.0)
                  if m.recall is not None]
-        current = live if live is not None else (trend[-1][1] if trend else None)
-        if current is not None:
-            self._best_recall = max(self._best_recall or 0.0, current)
-        return {"recall@10": current, "best_recall@10": self._best_recall,
-                "source": "trainer" if live is not None else "announcements" if trend else None,
+        baseline = float(np.median(self._quality_history)) if len(self._quality_history) >= 3 else None
+        current, source = None, None
+        if live is not None and events >= MIN_QUALITY_EVENTS:
+            current, source = live, "trainer"
+            self._quality_history.append(live)
+        elif trend:
+            current, source = trend[-1][1], "announcements"
+        return {"recall@10": current, "baseline_recall@10": baseline, "events": int(events), "source": source,
                 "trend": [r for _, r in trend[-20:]]}
 
     def _readings(self, snap: dict) -> dict[str, float | None]:
@@ -261,18 +287,19 @@ class MonitorCore:
         def p99(hop):
             return fresh[hop]["p99"] if fresh.get(hop) else None
 
+        # drift rules judge the PSI in excess of what sampling noise alone gives at these window sizes
         readings = {"consumer_lag": snap["lag"]["max"], "event_to_feast_p99": p99("event_to_feast_s"),
                     "item_to_trie_p99": p99("item_to_trie_s"), "model_age": fresh.get("model_age_s"),
-                    "publish_to_serve_p99": p99("publish_to_serve_s"), "drift_score": snap["score"]["psi"]}
+                    "publish_to_serve_p99": p99("publish_to_serve_s"), "drift_score": snap["score"]["excess"]}
         drift = snap["drift"]
         for signal, values in drift["signals"].items():
-            readings[f"drift_{signal}"] = values["psi"] if drift["ready"] else None
+            readings[f"drift_{signal}"] = values["excess"] if drift["ready"] else None
         level1 = snap["catalogue"]["new_item_codes"]["levels"].get("level_1")
         if level1 is not None and snap["catalogue"]["new_items"] >= 20:
-            readings["drift_new_items"] = level1["psi"]
+            readings["drift_new_items"] = level1["excess"]
         q = snap["quality"]
-        if q["recall@10"] is not None and q["best_recall@10"]:
-            readings["prequential_drop"] = 1.0 - q["recall@10"] / q["best_recall@10"]
+        if q["source"] == "trainer" and q["baseline_recall@10"]:
+            readings["prequential_drop"] = max(0.0, 1.0 - q["recall@10"] / q["baseline_recall@10"])
         t = snap["throughput"]
         interactions = t.get(f"{self.topics.interactions}_per_s")
         dead = t.get(f"{self.topics.dead_letters}_per_s")
@@ -293,54 +320,73 @@ def _float(value) -> float | None:
 class KafkaReadings:
     """Reads the topics the monitor watches, without a consumer group (it never moves anyone's offsets).
 
-    training: the newest `reference + recent` events (then follows); catalogue and model-updates: from the
-    beginning; end offsets of interactions, training and dead-letters for rates; committed offsets of every
-    consumer group for lags."""
+    training: the newest `window_events` of each partition at start (then follows), fed in timestamp order so
+    "recent" means recent across partitions; catalogue and model-updates: from the beginning. A watched topic
+    that does not exist yet is picked up when it appears. End offsets of interactions, training, items and
+    dead-letters give rates; the committed offsets of consumer groups on this deployment's topics give lags."""
 
     def __init__(self, bootstrap: str, topics, window_events: int):
-        from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+        from kafka import KafkaAdminClient, KafkaConsumer
 
-        self.topics = topics
+        self.topics, self.window_events = topics, window_events
+        self.ours = set(topics.model_dump().values())
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sidstream-monitor")
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                      client_id="sidstream-monitor", consumer_timeout_ms=0)
+                                      client_id="sidstream-monitor")
         self.offsets_consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                               client_id="sidstream-monitor-offsets")
         self.watched = [topics.training, topics.catalogue, topics.model_updates]
-        self.counted = [topics.interactions, topics.training, topics.dead_letters, topics.items]
-        tps = []
+        self.counted = [topics.interactions, topics.training, topics.items, topics.dead_letters]
+        self.assigned: set = set()
+        self.missing: list[str] = list(self.watched)
+        self._refresh_assignment()
+
+    def _refresh_assignment(self) -> None:
+        from kafka import TopicPartition
+
+        wanted = set()
         for topic in self.watched:
-            for p in sorted(self.consumer.partitions_for_topic(topic) or ()):
-                tps.append(TopicPartition(topic, p))
-        self.consumer.assign(tps)
-        training = [tp for tp in tps if tp.topic == topics.training]
+            for p in self.consumer.partitions_for_topic(topic) or ():
+                wanted.add(TopicPartition(topic, p))
+        new = wanted - self.assigned
+        self.missing = [t for t in self.watched if not any(tp.topic == t for tp in wanted)]
+        if not new:
+            return
+        positions = {tp: self.consumer.position(tp) for tp in self.assigned}
+        self.consumer.assign(sorted(wanted, key=lambda tp: (tp.topic, tp.partition)))
+        for tp, offset in positions.items():  # assign() forgets positions: keep where we were
+            self.consumer.seek(tp, offset)
+        training = [tp for tp in new if tp.topic == self.topics.training]
         if training:
             ends, begins = self.consumer.end_offsets(training), self.consumer.beginning_offsets(training)
-            per_partition = math.ceil(window_events / len(training))
-            for tp in training:
-                self.consumer.seek(tp, max(begins[tp], ends[tp] - per_partition))
-        others = [tp for tp in tps if tp.topic != topics.training]
+            for tp in training:  # the whole window from every partition: keys are rarely spread evenly
+                self.consumer.seek(tp, max(begins[tp], ends[tp] - self.window_events))
+        others = [tp for tp in new if tp.topic != self.topics.training]
         if others:
             self.consumer.seek_to_beginning(*others)
-        self.missing = [t for t in self.watched if not any(tp.topic == t for tp in tps)]
+        self.assigned = wanted
 
     def poll(self, core: MonitorCore, max_seconds: float = 2.0) -> int:
-        """Feed everything available into the core; returns records read."""
+        """Feed everything available into the core, in timestamp order per poll; returns records read."""
+        if self.missing:
+            self._refresh_assignment()
         read, deadline = 0, time.monotonic() + max_seconds
         while time.monotonic() < deadline:
-            batch = self.consumer.poll(timeout_ms=100, max_records=5000)
+            batch = self.consumer.poll(timeout_ms=100, max_records=20000)
             if not batch:
                 break
-            for tp, records in batch.items():
-                for record in records:
-                    read += 1
-                    self._feed(core, tp.topic, record.value)
+            records = sorted((r for rs in batch.values() for r in rs), key=lambda r: r.timestamp)
+            for record in records:
+                self._feed(core, record.topic, record.value)
+            read += len(records)
         return read
 
     def _feed(self, core: MonitorCore, topic: str, value: bytes | None) -> None:
         try:
             data = json.loads(value) if value else None
         except ValueError:
+            return
+        if topic == self.topics.catalogue and value is None:
             return
         if not isinstance(data, dict):
             return
@@ -359,12 +405,13 @@ class KafkaReadings:
             partitions = self.offsets_consumer.partitions_for_topic(topic)
             if not partitions:
                 continue
-            ends = self.offsets_consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+            ends = self.offsets_consumer.end_offsets([TopicPartition(topic, p) for p in partitions], timeout_ms=5000)
             out[topic] = int(sum(ends.values()))
         return out
 
     def lags(self) -> dict[str, dict[str, int]]:
-        """{group: {topic: messages behind}} for every consumer group with committed offsets."""
+        """{group: {topic: messages behind}} for every consumer group with offsets on this deployment's topics
+        (other deployments' and finished runs' groups on a shared broker are not ours to judge)."""
         out: dict[str, dict[str, int]] = {}
         groups = [g["group_id"] for g in self.admin.list_groups()
                   if g.get("protocol_type") in ("consumer", "") and not g["group_id"].startswith("sidstream-monitor")]
@@ -372,17 +419,15 @@ class KafkaReadings:
             return out
         offsets = self.admin.list_group_offsets(groups)
         for group_id in groups:
-            committed = offsets.get(group_id) or {}
+            committed = {tp: m for tp, m in (offsets.get(group_id) or {}).items()
+                         if tp.topic in self.ours and m.offset is not None and m.offset >= 0}
             if not committed:
                 continue
-            ends = self.offsets_consumer.end_offsets(list(committed))
+            ends = self.offsets_consumer.end_offsets(list(committed), timeout_ms=5000)
             per_topic: dict[str, int] = {}
             for tp, meta in committed.items():
-                if meta.offset is None or meta.offset < 0:
-                    continue
                 per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends.get(tp, 0) - meta.offset)
-            if per_topic:
-                out[str(group_id)] = per_topic
+            out[str(group_id)] = per_topic
         return out
 
     def close(self) -> None:
@@ -415,6 +460,11 @@ class MonitorMetrics:
 
     def update(self, snap: dict) -> None:
         from deploy.alerts import STATE_CODES
+
+        for gauge in (self.lag, self.freshness, self.psi, self.kl, self.dead, self.overloaded, self.alert):
+            gauge.clear()  # label sets that vanished (a finished group, a hop gone unknown) must not linger
+        self.model_age.set(float("nan"))
+        self.recall.set(float("nan"))
 
         for group, topics in snap["lag"]["groups"].items():
             for topic, lag in topics.items():
@@ -477,14 +527,14 @@ def render(snap: dict, header: list[str] | None = None) -> str:
     dead = ", ".join(f"{lvl} {u['dead']}/{u['overloaded']}" for lvl, u in c["code_usage"].items())
     lines.append(f"catalogue     {c['items']} items, {c['new_items']} new; dead/overloaded codes {dead or '-'}")
     d = snap["drift"]
-    signals = " ".join(f"{s} {v['psi']:.3f}" for s, v in d["signals"].items())
-    lines.append(f"drift (PSI)   {signals or '-'} | score {_fmt(snap['score']['psi'], digits=3)}   "
+    signals = " ".join(f"{s} {v['psi']:.3f}/{v['noise']:.3f}" for s, v in d["signals"].items())
+    lines.append(f"drift         PSI/noise floor {signals or '-'} | score {_fmt(snap['score']['psi'], digits=3)}   "
                  f"[{d['reference_events']} reference vs {d['recent_events']} recent events"
                  f"{'' if d['ready'] else ', warming up'}]")
     q = snap["quality"]
     trend = " ".join(f"{r:.3f}" for r in q["trend"][-6:])
-    lines.append(f"quality       prequential recall@10 {_fmt(q['recall@10'], digits=4)} (best "
-                 f"{_fmt(q['best_recall@10'], digits=4)}); per version: {trend or '-'}")
+    lines.append(f"quality       prequential recall@10 {_fmt(q['recall@10'], digits=4)} over {q['events']} events "
+                 f"(baseline {_fmt(q['baseline_recall@10'], digits=4)}); per version: {trend or '-'}")
     firing = [a for a in snap["alerts"] if a["state"] in ("warn", "alert")]
     lines.append("alerts        " + (", ".join(f"{a['name']}={a['state']} ({_fmt(a['value'], a['unit'], 3)})"
                                               for a in firing) or "none"))
@@ -530,15 +580,15 @@ def plot_history(history_file: Path, out_png: Path, psi_alert: float = 0.25, psi
     ax = axes[1]
     signals = sorted({k for s in snaps for k in s["drift"]["signals"]})
     for signal in signals:
-        ax.plot(x, series(lambda s, g=signal: s["drift"]["signals"][g]["psi"] if s["drift"]["ready"] else None),
+        ax.plot(x, series(lambda s, g=signal: s["drift"]["signals"][g]["excess"] if s["drift"]["ready"] else None),
                 label=signal)
-    ax.plot(x, series(lambda s: s["score"]["psi"]), label="score")
-    ax.plot(x, series(lambda s: s["catalogue"]["new_item_codes"]["levels"]["level_1"]["psi"]), label="new items L1",
-            linestyle=":")
+    ax.plot(x, series(lambda s: s["score"]["excess"]), label="score")
+    ax.plot(x, series(lambda s: s["catalogue"]["new_item_codes"]["levels"]["level_1"]["excess"]
+                      if s["catalogue"]["new_items"] >= 20 else None), label="new items L1", linestyle=":")
     ax.axhline(psi_warn, color="orange", linewidth=0.8)
     ax.axhline(psi_alert, color="red", linewidth=0.8)
-    ax.set_ylabel("PSI")
-    ax.set_title("drift: recent stream vs reference window (orange warn, red alert)")
+    ax.set_ylabel("PSI - noise floor")
+    ax.set_title("drift: recent stream vs reference window, PSI above sampling noise (orange warn, red alert)")
     ax.legend(fontsize=8, loc="upper left", ncol=3)
     ax = axes[2]
     ax.plot(x, series(lambda s: s["lag"]["max"]), label="max consumer lag (messages)")

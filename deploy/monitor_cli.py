@@ -22,7 +22,7 @@ class Monitor:
         self.stream_settings = stream_settings or StreamSettings()
         catalogue = ItemCatalogue.load(catalogue_dir)
         ids, codes = catalogue.codes_matrix()
-        self.core = MonitorCore(self.settings, catalogue.vocab, codes[:, : catalogue.vocab.levels], set(ids),
+        self.core = MonitorCore(self.settings, catalogue.vocab, codes[:, : catalogue.vocab.levels], list(ids),
                                 topics=self.stream_settings.topics)
         self.readings = KafkaReadings(self.stream_settings.kafka_bootstrap_servers, self.stream_settings.topics,
                                       self.settings.reference_events + self.settings.recent_events)
@@ -41,8 +41,14 @@ class Monitor:
     def tick(self, now: float | None = None) -> dict:
         from deploy.monitor import scrape
 
-        self.readings.poll(self.core)
-        scrapes, errors = {}, {}
+        scrapes, errors, ends = {}, {}, {}
+        try:  # a Kafka blip is a reading of this tick, not the end of the monitor
+            self.readings.poll(self.core)
+            ends = self.readings.end_offsets()
+        except Exception as exc:
+            errors["kafka"] = f"{type(exc).__name__}: {exc}"[:200]
+        for topic in self.readings.missing:
+            errors[f"topic {topic}"] = "does not exist yet"
         for name, url in self.targets.items():
             try:
                 scrapes[name] = scrape(url, headers=self.scrape_headers)
@@ -53,7 +59,7 @@ class Monitor:
         except Exception as exc:
             lags, errors["kafka_groups"] = {}, f"{type(exc).__name__}: {exc}"[:200]
         snap = self.core.snapshot(time.time() if now is None else now, lags=lags,
-                                  end_offsets=self.readings.end_offsets(), scrapes=scrapes, scrape_errors=errors)
+                                  end_offsets=ends, scrapes=scrapes, scrape_errors=errors)
         if self.history_file is not None:
             with open(self.history_file, "a") as f:
                 f.write(json.dumps(snap, default=_jsonable) + "\n")

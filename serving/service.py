@@ -126,7 +126,9 @@ class RecommenderService:
         self.metrics.model_swaps.inc()
         self.metrics.set_model(old.model_version if old else None, manifest["version"])
         created = manifest.get("created")
-        if isinstance(created, (int, float)):
+        # publish -> serving is a swap's lag; a replica's first model (loaded at start, maybe published long
+        # before) is not one
+        if isinstance(created, (int, float)) and old is not None and old.model_version != manifest["version"]:
             self.metrics.swap_lag.observe(max(0.0, time.time() - created))
         log.info("serving model %s (step %s) from %s", manifest["version"], manifest.get("step"), directory)
         return manifest["version"]

@@ -44,6 +44,25 @@ def kl(reference: Sequence[float], recent: Sequence[float], smoothing: float = S
     return float(np.sum(q * np.log(q / p)))
 
 
+def psi_noise(reference: Sequence[float], recent: Sequence[float]) -> float:
+    """The PSI two samples of these sizes show with no drift at all: PSI is Jeffreys' divergence, and under the
+    null hypothesis n_eff * PSI is about chi-square with (occupied bins - 1) degrees of freedom, n_eff =
+    n1 n2 / (n1 + n2). With 256 codes per level and 1,000 recent events that is ~0.3 - above the usual alert
+    threshold - so the monitor judges the PSI in excess of this floor, not the raw PSI."""
+    ref, rec = np.asarray(reference, dtype=np.float64), np.asarray(recent, dtype=np.float64)
+    n1, n2 = ref.sum(), rec.sum()
+    if n1 <= 0 or n2 <= 0:
+        return float("inf")
+    occupied = int(((ref + rec) > 0).sum())
+    return max(0, occupied - 1) * (n1 + n2) / (n1 * n2)
+
+
+def compare(reference: Sequence[float], recent: Sequence[float]) -> dict:
+    """PSI, KL, the no-drift PSI floor for these sample sizes, and the excess PSI the alerts judge."""
+    value, noise = psi(reference, recent), psi_noise(reference, recent)
+    return {"psi": value, "kl": kl(reference, recent), "noise": noise, "excess": max(0.0, value - noise)}
+
+
 @dataclass(frozen=True)
 class StreamEvent:
     """One event as the drift monitor sees it: the item's semantic codes (levels only) and the action index."""
@@ -121,7 +140,7 @@ class EventWindows:
             return out
         ref_h, rec_h = self.histograms(reference), self.histograms(recent)
         for name in ref_h:
-            out["signals"][name] = {"psi": psi(ref_h[name], rec_h[name]), "kl": kl(ref_h[name], rec_h[name])}
+            out["signals"][name] = compare(ref_h[name], rec_h[name])
         ref_a, rec_a = smoothed(ref_h["action"], 0.0), smoothed(rec_h["action"], 0.0)
         out["action_rates"] = {"reference": ref_a.round(4).tolist(), "recent": rec_a.round(4).tolist()}
         return out
@@ -161,15 +180,24 @@ def new_item_codes(base: np.ndarray, new: np.ndarray, codes_per_level: int, over
         overloaded = base_counts > overload_factor * max(uniform, 1.0)
         out["levels"][f"level_{level + 1}"] = {
             "into_dead": int(new_counts[dead].sum()), "into_overloaded": int(new_counts[overloaded].sum()),
-            "psi": psi(base_counts, new_counts), "kl": kl(base_counts, new_counts)}
+            **compare(base_counts, new_counts)}
     return out
 
 
 def histogram_delta(before: dict[float, float] | None, after: dict[float, float]) -> dict[float, float]:
-    """Per-bucket counts observed between two scrapes of a cumulative Prometheus histogram ({le: count})."""
-    if not before:
+    """Cumulative buckets ({le: count}) observed between two scrapes of one process's histogram. A bucket that
+    went down means the process restarted (counters reset): everything since the restart is the delta."""
+    if not before or any(after.get(le, 0.0) < count for le, count in before.items()):
         return dict(after)
-    return {le: max(0.0, after[le] - before.get(le, 0.0)) for le in after}
+    return {le: after[le] - before.get(le, 0.0) for le in after}
+
+
+def sum_histograms(histograms: Iterable[dict[float, float]]) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for h in histograms:
+        for le, count in h.items():
+            out[le] = out.get(le, 0.0) + count
+    return out
 
 
 def bucket_counts(cumulative: dict[float, float]) -> np.ndarray:
@@ -182,7 +210,7 @@ def bucket_counts(cumulative: dict[float, float]) -> np.ndarray:
 def histogram_quantile(cumulative: dict[float, float], q: float) -> float | None:
     """Prometheus-style quantile from cumulative buckets (linear inside the bucket); None without data."""
     bounds = sorted(cumulative)
-    if not bounds:
+    if len(bounds) < 2 or bounds[-1] != float("inf"):
         return None
     total = cumulative[bounds[-1]]
     if total <= 0:
@@ -192,6 +220,8 @@ def histogram_quantile(cumulative: dict[float, float], q: float) -> float | None
     for b in bounds:
         count = cumulative[b]
         if count >= rank:
+            if b == bounds[0] and b <= 0:  # Prometheus: the first bucket's lower bound is 0 only for positive bounds
+                return b
             if b == float("inf"):
                 return lower_bound
             if count == lower_count:

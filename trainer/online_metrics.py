@@ -20,6 +20,10 @@ class TrainerMetrics:
                           registry=r)
         self.action_logloss = Gauge("sidstream_trainer_action_logloss", "prequential action log-loss, rolling",
                                     registry=r)
+        self.prequential_events = Gauge("sidstream_trainer_prequential_events",
+                                        "events in the rolling prequential window", registry=r)
+        for gauge in (self.recall, self.ndcg, self.action_logloss):
+            gauge.set(float("nan"))  # not 0.0: nothing measured yet must not read as a collapse of quality
         self.versions = Counter("sidstream_trainer_versions", "versions by gate decision (published, refused)",
                                 ["result"], registry=r)
         self.last_publish = Gauge("sidstream_trainer_last_publish_timestamp_seconds",
@@ -29,6 +33,7 @@ class TrainerMetrics:
                                           registry=r)
 
     def observe_rolling(self, rolling: dict) -> None:
+        self.prequential_events.set(rolling.get("events", 0))
         if rolling.get("events"):
             self.recall.set(rolling["recall@10"])
             self.ndcg.set(rolling["ndcg@10"])

@@ -524,7 +524,7 @@ def check_command(argv: list[str]) -> None:
 COMMANDS = {
     "worker": ["worker", "--catalogue", "/data/catalogue"],
     "trainer": ["train", "online", "--registry", "/data/registry", "--catalogue", "/data/catalogue"],
-    "serving": ["serve", "--model", "/data/registry/current", "--catalogue", "/data/catalogue", "--host", "0.0.0.0",
+    "serving": ["serve", "--model", "/data/registry", "--catalogue", "/data/catalogue", "--host", "0.0.0.0",
                 "--port", "8000", "--replicas", "2"],
     "monitor": ["monitor", "--serve-metrics", "--interval", "10"],
 }

@@ -91,7 +91,7 @@ def test_injected_drift_makes_the_drift_alerts_fire(services, text_catalogue, tm
         before = _states(snap)
         assert not any(before[f"drift_{s}"] == "alert" for s in ("action", "sid_level_1", "sid_level_2")), before
         assert before["drift_new_items"] == "unknown"  # no new items yet
-        assert snap["freshness"]["event_to_feast_s"]["p99"] is not None  # the worker's hop is measured
+        assert (snap["freshness"]["event_to_feast_s"] or {}).get("p99") is not None  # the worker's hop is measured
         assert env.settings().app_id in snap["lag"]["groups"]
 
         # phase B: a cluster of new items (outdoor gear in a beauty catalogue) arrives and takes the traffic,
@@ -116,7 +116,8 @@ def test_injected_drift_makes_the_drift_alerts_fire(services, text_catalogue, tm
         assert worker.alive()
         # the history the plot is drawn from holds every snapshot
         lines = (tmp_path / "history.jsonl").read_text().splitlines()
-        assert len(lines) >= 2 and json.loads(lines[-1])["status"] == "alert"
+        statuses = [json.loads(line)["status"] for line in lines]
+        assert statuses[-1] == "alert" and "alert" not in statuses[:2], statuses
     finally:
         if monitor is not None:
             monitor.close()
@@ -198,9 +199,9 @@ def test_a_stalled_trainer_makes_the_model_age_alert_fire(services, tmp_path):
 
         snap = _tick_until(monitor, feeding(lambda s: _states(s)["model_age"] == "ok"
                                             and s["freshness"]["models_announced"] >= 2
-                                            and s["quality"]["recall@10"] is not None),
+                                            and s["quality"]["source"] == "trainer"),
                            180, "a trainer publishing fresh versions")
-        assert snap["quality"]["source"] == "trainer"
+        assert 0.0 <= snap["quality"]["recall@10"] <= 1.0 and snap["quality"]["events"] >= 500
         # the trainer stalls (stopped, not dead: its process and consumer group stay), the stream goes on
         os.killpg(trainer.pid, signal.SIGSTOP)
         stalled_at = time.monotonic()

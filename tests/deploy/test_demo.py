@@ -1,0 +1,38 @@
+"""The demo's worlds: the past and the stream split each history, held-back items never appear in the past."""
+import pytest
+
+from catalogue.settings import CatalogueSettings
+from deploy.cli import main
+from deploy.demo import beauty_world, synthetic_world
+
+BEAUTY = CatalogueSettings().data_dir / "amazon_beauty_2014"
+
+
+def _check(world):
+    past_items = {i for events in world.past.values() for i, _ in events}
+    assert not past_items & set(world.held), "a held-back item leaked into the logged past"
+    streamed = {i for _, i, _ in world.stream}
+    assert set(world.held) <= streamed | past_items | set(world.held)
+    assert any(i in world.held for _, i, _ in world.stream), "no new item ever arrives"
+    assert len(world.stream) > 1000
+
+
+def test_synthetic_world_splits_at_a_time_and_holds_back_late_items():
+    world = synthetic_world()
+    _check(world)
+    assert {a for _, _, a in world.stream} >= {"click", "skip"}
+    assert all(r.get("title") for r in world.held.values())
+
+
+@pytest.mark.skipif(not (BEAUTY / "sequences.txt").is_file(), reason="Beauty not in SIDSTREAM_DATA_DIR")
+def test_beauty_world_keeps_each_users_order():
+    world = beauty_world(BEAUTY)
+    _check(world)
+    assert 0.02 < len(world.held) / len(world.items) < 0.04
+    first = world.stream[0][0]
+    assert first in world.past  # every streamed user has a logged past
+
+
+def test_demo_rejects_bad_arguments_with_a_clear_error(capsys):
+    assert main(["demo", "--rate", "0"]) == 1
+    assert "--rate must be > 0" in capsys.readouterr().err
