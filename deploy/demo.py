@@ -205,6 +205,57 @@ class Replayer(threading.Thread):
                 producer.close()
 
 
+class QueryLoad(threading.Thread):
+    """A trickle of real users asking for recommendations: users the replay just streamed, so every answer reads a
+    sequence the worker wrote seconds ago. Records latency, the model version served and the sequence's age."""
+
+    def __init__(self, url: str, replayer: Replayer, rate: float = 2.0):
+        super().__init__(name="demo-queries", daemon=True)
+        self.url, self.replayer, self.rate = url, replayer, rate
+        self.stop_event = threading.Event()
+        self.latencies_ms: list[float] = []
+        self.sequence_age_ms: list[float] = []
+        self.statuses: dict[str, int] = {}
+        self.version: str | None = None
+
+    def run(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        stream = self.replayer.world.stream
+        while not self.stop_event.wait(1.0 / self.rate):
+            sent = self.replayer.sent
+            if not sent:
+                continue
+            user = stream[sent - 1][0]
+            body = json.dumps({"user_id": user, "k": 10}).encode()
+            request = urllib.request.Request(self.url, data=body, headers={"content-type": "application/json"})
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.loads(response.read())
+                    status = str(response.status)
+                self.version = answer.get("model_version")
+                if answer.get("sequence_age_ms") is not None:
+                    self.sequence_age_ms.append(float(answer["sequence_age_ms"]))
+            except urllib.error.HTTPError as exc:
+                status = str(exc.code)
+            except Exception as exc:  # timeouts, refused connections: counted, shown
+                status = type(exc).__name__
+            self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def summary(self) -> str:
+        import numpy as np
+
+        if not self.latencies_ms:
+            return "queries: none yet"
+        lat, age = np.asarray(self.latencies_ms[-200:]), np.asarray(self.sequence_age_ms[-200:] or [np.nan])
+        return (f"queries: {dict(sorted(self.statuses.items()))}; latency p50 {np.median(lat):.0f} ms p99 "
+                f"{np.percentile(lat, 99):.0f} ms; sequence age p50 {np.nanmedian(age) / 1000:.1f} s; "
+                f"answered by {self.version or '-'}")
+
+
 def _wait_http(url: str, timeout_s: float, child: Child) -> bool:
     import urllib.request
 
@@ -235,6 +286,8 @@ def register(commands, bench) -> None:
     p.add_argument("--pretrain-seconds", type=float, default=60.0, help="pretraining budget when no cached model")
     p.add_argument("--port", type=int, default=8000, help="HTTP port of the serving endpoint")
     p.add_argument("--refresh", type=float, default=5.0, help="seconds between live-view updates")
+    p.add_argument("--queries", type=float, default=2.0, help="recommendation requests per second sent to the "
+                                                               "endpoint for just-streamed users (0: none)")
     p.add_argument("--work-dir", type=Path, default=Path("var/demo"), help="caches, logs and the monitor history")
     p.set_defaults(func=cmd_demo)
 
@@ -261,7 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"[demo] {line}", flush=True)
 
     started_stack, children = None, []
-    monitor = replayer = None
+    monitor = replayer = queries = None
     failed = False
 
     def _terminate(*_):
@@ -337,6 +390,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           monitor_settings, stream_settings=stream_settings, history_file=history)
         replayer = Replayer(world, bootstrap, topics, args.rate)
         replayer.start()
+        if args.queries > 0:
+            queries = QueryLoad(f"http://127.0.0.1:{args.port}/recommend", replayer, args.queries)
+            queries.start()
         some_user = world.stream[0][0]
         query = (f"curl -s -X POST http://127.0.0.1:{args.port}/recommend -H 'content-type: application/json' "
                  f"-d '{{\"user_id\": \"{some_user}\", \"k\": 10}}'")
@@ -351,7 +407,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       f"{len(world.stream):,} events at {args.rate:g}/s, {replayer.items_sent}/{len(world.held)} new "
                       f"items announced" + (f" - STOPPED: {', '.join(dead)}" if dead else "")
                       + (f" - replay error: {replayer.error}" if replayer.error else ""),
-                      f"query:        {query}"]
+                      f"query:        {query}"] + ([queries.summary()] if queries else [])
             print(render(snap, header), flush=True)
             print(flush=True)
             if dead:
@@ -368,6 +424,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         steps = []
+        if queries is not None:
+            steps.append(("queries", lambda: (queries.stop_event.set(), queries.join(timeout=15))))
         if replayer is not None:
             steps.append(("replayer", lambda: (replayer.stop_event.set(), replayer.join(timeout=10))))
         if monitor is not None:

@@ -48,6 +48,9 @@ class OnlineConfig:
     publish_every_s: float = 30.0
     gate_tolerance: float = 0.1  # refuse when recall@10 < (1 - tolerance) * the serving version's
     gate_min_events: int = 20  # prequential events a candidate needs before it can be judged and published
+    # ... and only when the drop is also beyond this many standard errors of the two recall estimates: with
+    # ~1,000 events and recall ~0.02 each estimate is +-0.004, so a plain 10% tolerance refuses on noise alone
+    gate_z: float = 2.0
     metrics_window: int = 1000  # events in the rolling metrics
     seed: int = 0
 
@@ -194,9 +197,11 @@ class GateDecision:
     reason: str
 
 
-def gate(candidate: dict, serving: dict | None, tolerance: float, min_events: int = 1) -> GateDecision:
+def gate(candidate: dict, serving: dict | None, tolerance: float, min_events: int = 1,
+         z: float = 0.0) -> GateDecision:
     """Refuse a candidate whose prequential Recall@10 is more than `tolerance` (relative) below the serving
-    version's. `candidate` and `serving` are metric dicts (`recall@10`, `events`)."""
+    version's, and (z > 0) by more than `z` binomial standard errors of the difference of the two estimates.
+    `candidate` and `serving` are metric dicts (`recall@10`, `events`)."""
     events = int(candidate.get("events", 0))
     if events < min_events:
         return GateDecision(False, f"only {events} prequential events since the last version (< {min_events})")
@@ -207,9 +212,13 @@ def gate(candidate: dict, serving: dict | None, tolerance: float, min_events: in
     if base is None:
         return GateDecision(True, f"recall@10 {cand:.4f}; no serving version metrics to compare with")
     floor = (1.0 - tolerance) * base
-    if cand < floor:
-        return GateDecision(False, f"recall@10 {cand:.4f} is below {floor:.4f} = (1 - {tolerance}) x serving "
-                                   f"{base:.4f} over {events} events")
+    base_events = int((serving or {}).get("events") or events)
+    pc, pb = min(max(cand, 0.0), 1.0), min(max(base, 0.0), 1.0)
+    se = math.sqrt(pc * (1 - pc) / max(events, 1) + pb * (1 - pb) / max(base_events, 1))
+    if cand < floor - z * se:
+        noise = f" - {z:g} x se {se:.4f}" if z else ""
+        return GateDecision(False, f"recall@10 {cand:.4f} is below {floor - z * se:.4f} = (1 - {tolerance}) x serving "
+                                   f"{base:.4f}{noise} over {events} events")
     return GateDecision(True, f"recall@10 {cand:.4f} >= {floor:.4f} = (1 - {tolerance}) x serving {base:.4f}")
 
 
@@ -368,7 +377,7 @@ class OnlineTrainer:
 
     def judge(self, serving_metrics: dict | None) -> GateDecision:
         return gate(self.candidate_metrics(), serving_metrics, self.config.gate_tolerance,
-                    self.config.gate_min_events)
+                    self.config.gate_min_events, self.config.gate_z)
 
     def mark_published(self, now: float | None = None) -> None:
         """Start a new candidate window (after a publish, or after the gate refused one)."""

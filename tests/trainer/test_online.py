@@ -82,6 +82,16 @@ def test_gate_refuses_a_drop_beyond_tolerance_and_says_why():
     assert not gate({"events": 5, "recall@10": 0.5}, None, 0.1, min_events=10).accepted
 
 
+def test_gate_with_z_tolerates_noise_but_not_a_real_drop():
+    # 1,600 events at recall ~0.02: a 40% lower estimate is within sampling noise
+    noisy = gate({"events": 1600, "recall@10": 0.0131}, {"recall@10": 0.0219, "events": 1600}, 0.1, z=2.0)
+    assert noisy.accepted, noisy.reason
+    assert not gate({"events": 1600, "recall@10": 0.0131}, {"recall@10": 0.0219, "events": 1600}, 0.1).accepted
+    # 50,000 events: the same drop is real
+    real = gate({"events": 50_000, "recall@10": 0.0131}, {"recall@10": 0.0219, "events": 50_000}, 0.1, z=2.0)
+    assert not real.accepted and "se" in real.reason
+
+
 def test_rolling_metrics_window_and_since_reset():
     m = RollingMetrics(window=2)
     m.add(Prediction("a", ["a"], 0, 1.0))

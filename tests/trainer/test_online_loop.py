@@ -132,7 +132,7 @@ def test_gate_refusal_publishes_nothing_and_is_logged(tmp_path):
     seed = reg.publish(model(), VOCAB, step=0, metrics={"prequential": {"recall@10": 1.0, "events": 100}})
     lines = []
     config = OnlineConfig(window_events=WINDOW, micro_batch=4, publish_every_steps=2, gate_min_events=4,
-                          gate_tolerance=0.05, beam=10)
+                          gate_tolerance=0.05, gate_z=0.0, beam=10)  # z=0: the plain tolerance rule
     loop = OnlineLoop(OnlineTrainer(model(), VOCAB, trie, config), reg, MemoryLog(stream(trie)),
                       announce=lambda d: None, log=lines.append)
     loop.run(idle_exit_s=0.0, poll_s=0.0)
