@@ -62,6 +62,8 @@ def rules_from(settings) -> list[Rule]:
              help="item produced -> in a serving replica's trie"),
         Rule("model_age", s.model_age_warn_s, s.model_age_alert_s, "s",
              help="seconds since the newest announced model version was published"),
+        Rule("event_to_served_p50", s.event_to_served_warn_s, s.event_to_served_alert_s, "s",
+             help="event appended -> in model weights that serve (from version announcements)"),
         Rule("publish_to_serve_p99", s.publish_to_serve_warn_s, s.publish_to_serve_alert_s, "s",
              help="version published -> serving in a replica"),
         *drift,

@@ -109,6 +109,7 @@ class ModelAnnouncement:
     created: float | None
     step: int | None
     recall: float | None  # prequential recall@10 of the candidate window it was published on
+    newest_appended_ms: float | None = None  # the newest trained event's append time (stream worker clock)
 
 
 @dataclass
@@ -170,8 +171,9 @@ class MonitorCore:
             return
         metrics = message.get("metrics") or {}
         recall = (metrics.get("prequential") or {}).get("recall@10")
+        stream = message.get("stream") if isinstance(message.get("stream"), dict) else {}
         self.models[version] = ModelAnnouncement(version, _float(message.get("created")), message.get("step"),
-                                                 _float(recall))
+                                                 _float(recall), _float(stream.get("newest_appended_ms")))
 
     # ----- the snapshot
     def snapshot(self, now: float, lags: dict[str, dict[str, int]] | None = None,
@@ -218,6 +220,8 @@ class MonitorCore:
         out["model_version"] = newest.version if newest else None
         out["model_age_s"] = (max(0.0, now - newest.created) if newest and newest.created is not None else None)
         out["models_announced"] = len(self.models)
+        swap = (out.get("publish_to_serve_s") or {}).get("p50") or 0.0
+        out["event_to_served_s"] = event_to_served(list(self.models.values()), swap)
         serving = merge_families(f for source, f in scrapes.items() if source.startswith("serving"))
         served = [labels.get("version") for sample, labels, v in serving.get("sidstream_serving_model_info", [])
                   if v == 1]
@@ -288,7 +292,9 @@ class MonitorCore:
             return fresh[hop]["p99"] if fresh.get(hop) else None
 
         # drift rules judge the PSI in excess of what sampling noise alone gives at these window sizes
+        served = fresh.get("event_to_served_s")
         readings = {"consumer_lag": snap["lag"]["max"], "event_to_feast_p99": p99("event_to_feast_s"),
+                    "event_to_served_p50": served["p50"] if served else None,
                     "item_to_trie_p99": p99("item_to_trie_s"), "model_age": fresh.get("model_age_s"),
                     "publish_to_serve_p99": p99("publish_to_serve_s"), "drift_score": snap["score"]["excess"]}
         drift = snap["drift"]
@@ -306,6 +312,29 @@ class MonitorCore:
         if interactions and dead is not None:
             readings["dead_letter_rate"] = min(1.0, dead / interactions)
         return readings
+
+
+def event_to_served(models: list[ModelAnnouncement], swap_s: float = 0.0, last: int = 20) -> dict | None:
+    """Event appended -> in weights that serve, from the announcements alone. The events a version adds are
+    those appended after the previous version's newest trained event and up to its own; each is served from
+    `created + swap_s`. Taking arrivals as uniform within a window, each window's lags are uniform on
+    [created - own newest, created - previous newest]; p50 and max are over all windows, weighted by length."""
+    timed = sorted((m for m in models if m.created is not None and m.newest_appended_ms is not None),
+                   key=lambda m: m.created)[-(last + 1):]
+    windows = []
+    for prev, cur in zip(timed, timed[1:]):
+        span = (cur.newest_appended_ms - prev.newest_appended_ms) / 1000
+        if span > 0:
+            low = cur.created - cur.newest_appended_ms / 1000 + swap_s
+            windows.append((max(0.0, low), max(0.0, low + span), span))
+    if not windows:
+        return None
+    grid = np.concatenate([np.linspace(lo, hi, 200) for lo, hi, _ in windows])
+    weights = np.concatenate([np.full(200, span / 200) for _, _, span in windows])
+    order = np.argsort(grid)
+    cumulative = np.cumsum(weights[order]) / weights.sum()
+    return {"p50": float(grid[order][np.searchsorted(cumulative, 0.5)]), "max": float(max(hi for _, hi, _ in windows)),
+            "versions": len(windows)}
 
 
 def _float(value) -> float | None:
@@ -521,6 +550,9 @@ def render(snap: dict, header: list[str] | None = None) -> str:
         hops.append(f"{hop[:-2].replace('_', ' ')} p50 {_fmt(h and h['p50'], 's')} p99 {_fmt(h and h['p99'], 's')}")
     lines.append("freshness     " + " | ".join(hops[:2]))
     lines.append("              " + " | ".join(hops[2:]))
+    served = f.get("event_to_served_s")
+    lines.append(f"              event to served (in serving weights) p50 {_fmt(served and served['p50'], 's', 1)} "
+                 f"max {_fmt(served and served['max'], 's', 1)}")
     lines.append(f"model         newest {f.get('model_version') or '-'} age {_fmt(f.get('model_age_s'), 's', 0)}; "
                  f"served {', '.join(f.get('served_versions') or []) or '-'}; {f.get('models_announced', 0)} announced")
     c = snap["catalogue"]

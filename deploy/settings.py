@@ -52,6 +52,8 @@ class MonitorSettings(BaseSettings):
     item_to_trie_alert_s: float = 30.0
     model_age_warn_s: float = 300.0
     model_age_alert_s: float = 900.0
+    event_to_served_warn_s: float = 30.0  # the online trainer's goal: event to served weights p50 <= 30 s
+    event_to_served_alert_s: float = 120.0
     publish_to_serve_warn_s: float = 5.0
     publish_to_serve_alert_s: float = 60.0
     quality_drop_warn: float = 0.3

@@ -177,3 +177,15 @@ def test_sampling_noise_on_many_codes_does_not_alert():
     assert level1["psi"] > 0.2 and level1["noise"] > 0.2  # raw PSI would have alerted
     assert level1["excess"] < 0.1
     assert {a["name"]: a["state"] for a in snap["alerts"]}["drift_sid_level_1"] == "ok"
+
+
+def test_event_to_served_from_announcements():
+    from deploy.monitor import ModelAnnouncement, event_to_served
+
+    # versions every 20 s, each holding events up to 1 s before it was published; swaps take 0.1 s
+    models = [ModelAnnouncement(f"v{i}", 1000.0 + 20 * i, i, None, (1000.0 + 20 * i - 1.0) * 1000) for i in range(6)]
+    lag = event_to_served(models, swap_s=0.1)
+    assert lag["versions"] == 5
+    assert lag["p50"] == pytest.approx(1.1 + 10.0, abs=0.2)  # uniform on [1.1, 21.1]
+    assert lag["max"] == pytest.approx(21.1, abs=1e-6)
+    assert event_to_served(models[:1]) is None  # one version: no window yet
