@@ -62,6 +62,8 @@ def register(commands, bench) -> None:
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--dataset", type=Path, help="dataset folder (default: <data_dir>/amazon_beauty_2014)")
     b.add_argument("--quick", action="store_true", help="a few thousand events, tiny model: minutes")
+    b.add_argument("--users", type=int, default=None,
+                   help="replay a random sample of this many users (default: 1,500 with --quick, else all)")
     b.add_argument("--work-dir", type=Path, default=Path("var/bench/online"))
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="online setting")
     b.add_argument("--threads", type=int, default=2)
@@ -306,8 +308,14 @@ def run_online_bench(args, overrides: dict) -> dict:
     vocab = catalogue.vocab
     rng = np.random.default_rng(0)
     users = sorted(raw, key=int)
-    if args.quick:
-        users = sorted(rng.choice(users, size=min(1500, len(users)), replace=False).tolist(), key=int)
+    sample = getattr(args, "users", None)
+    sample = sample if sample is not None else 1500 if args.quick else None
+    if sample is not None:
+        if sample < 1:
+            from deploy.errors import CommandError
+
+            raise CommandError("--users must be >= 1")
+        users = sorted(rng.choice(users, size=min(sample, len(users)), replace=False).tolist(), key=int)
     past, stream, held = replay_world(raw, users, cut_fraction=0.7, held_fraction=0.03)
     tokens_of = {i: catalogue.tokens_of(i) for i in {i for u in users for i in raw[u]}}
     for item in held:
