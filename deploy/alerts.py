@@ -71,7 +71,7 @@ def rules_from(settings) -> list[Rule]:
              help="PSI of new items' level-1 codes vs the catalogue's (a new item cluster)"),
         Rule("drift_score", s.psi_warn, s.psi_alert, "psi", help="PSI of served scores, last interval vs before"),
         Rule("prequential_drop", s.quality_drop_warn, s.quality_drop_alert, "ratio",
-             help="1 - (recent prequential recall@10 / best seen)"),
+             help="1 - (recent prequential recall@10 / median of earlier full-window readings)"),
         Rule("dead_letter_rate", s.dead_letter_warn, s.dead_letter_alert, "ratio",
              help="share of interactions sent to dead letters in the last interval"),
     ]
