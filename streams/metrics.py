@@ -12,6 +12,8 @@ class StreamMetrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.events = Counter("sidstream_stream_events", "interactions by result (appended, duplicate, dead_letter)",
                               ["result"], registry=r)
+        self.rewinds = Counter("sidstream_stream_rewinds", "holes found in a partition's input offsets and read "
+                               "again (messages the consumer skipped)", registry=r)
         self.items = Counter("sidstream_stream_items", "item events by result (assigned, dead_letter)", ["result"],
                              registry=r)
         self.event_to_feast = Histogram("sidstream_stream_event_to_feast_seconds",

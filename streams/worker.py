@@ -9,7 +9,10 @@ Agents:
 A background follower reads the `catalogue` topic so every worker knows every item's SID.
 
 Delivery is at-least-once with idempotent appends: each user's state remembers its recent event ids, so a
-redelivered event is skipped. After every rebalance (a restart included) the worker re-pushes the rows of the
+redelivered event is skipped. `streams/faust_commit.py` makes Faust's commit wait until the table's changelog
+writes have reached the Kafka driver (faust-streaming 0.15.3 could commit ahead of them), and each state records
+the input offset of its last event so `streams/offsets.py` can notice messages the consumer skipped and read
+them again. After every rebalance (a restart included) the worker re-pushes the rows of the
 partitions it now owns to Feast, so an offset committed before its Feast push was flushed loses nothing.
 Invalid input never stops the worker: it goes to `dead-letters` with the reason and the original bytes.
 """
@@ -25,6 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from catalogue.catalogue import ItemCatalogue
 from features.sequences import UserSequence
+from streams.offsets import OffsetGuard, Verdict, expected_offsets
 from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, now_ms, parse,
                              training_example_json)
 from streams.sequencer import SequenceState, append_event, event_tokens
@@ -53,6 +57,7 @@ class WorkerStats:
     items: int = 0
     pushed_rows: int = 0
     pushes: int = 0
+    rewinds: int = 0  # holes in a partition's offsets, each read again (see streams/offsets.py)
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -113,6 +118,18 @@ def follow_catalogue(view: CatalogueView, settings: WorkerSettings, stop: thread
         consumer.close()
 
 
+def first_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The first offset still in the log of each partition."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        return {tp.partition: offset for tp, offset in
+                consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions]).items()}
+    finally:
+        consumer.close()
+
+
 def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink: SequenceSink,
               encode_item: ItemEncoder | None = None, index_item: ItemIndexer | None = None,
               metrics: StreamMetrics | None = None):
@@ -120,6 +137,9 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
     exposed by `deploy/` on the worker's metrics port."""
     import faust
 
+    from streams import faust_commit
+
+    faust_commit.install()  # a commit must never overtake the changelog writes of the events it covers
     vocab = catalogue.vocab
     topics = settings.topics
     app = faust.App(settings.app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}",
@@ -142,6 +162,7 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
     pending: dict[str, UserSequence] = {}
     produced_at: dict[str, int] = {}  # user -> produced_ms of the oldest event waiting in `pending`
     resync = {"needed": False}
+    guard = OffsetGuard()
     stop_follower, caught_up = threading.Event(), threading.Event()
     app.sidstream = {"stats": stats, "view": view, "pending": pending, "caught_up": caught_up, "metrics": metrics}
 
@@ -163,52 +184,66 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             codes = view.sid_of.get(item_id)
         return codes
 
+    async def interaction(event) -> None:
+        stats.interactions += 1
+        try:
+            ev = parse(InteractionEvent, event.message.value or b"")
+        except ValueError as exc:
+            return await dead_letter(f"malformed: {exc}", event)
+        key = (event.message.key or b"").decode(errors="replace")
+        if key != ev.user_id:
+            # the topic is partitioned by user: a wrong key would put the user's state in two partitions
+            return await dead_letter(f"bad key: message key {key!r} is not the user_id {ev.user_id!r}", event)
+        if ev.action not in vocab.actions:
+            return await dead_letter(f"unknown action: {ev.action!r} (known: {', '.join(vocab.actions)})", event)
+        if ev.context and any(c not in vocab.contexts for c in ev.context.values()):
+            return await dead_letter(f"unknown context: {ev.context}", event)
+        codes = view.sid_of.get(ev.item_id) or await sid_for(ev.item_id)
+        if codes is None:
+            return await dead_letter(f"unknown item: {ev.item_id!r} not in the catalogue after "
+                                     f"{settings.unknown_item_wait_s:g} s", event)
+        state = SequenceState.from_json(sequences.get(ev.user_id))
+        tokens = event_tokens(vocab, codes, ev.action, tuple(ev.context.values()) if ev.context else ())
+        event_ms = int(ev.ts * 1000)
+        if not append_event(state, ev.event_id, tokens, event_ms, settings.window_events):
+            stats.duplicates += 1
+            metrics.events.labels("duplicate").inc()
+            return
+        stats.appended += 1
+        metrics.events.labels("appended").inc()
+        appended = now_ms()
+        example = training_example_json(ev.user_id, state.tokens, ev.event_id, state.event_count, event_ms,
+                                        ev.produced_ms, appended)
+        # the example is queued before the changelog write: a crash between the two then repeats the example
+        # (the event is not in the saved state, so it is appended and sent again) instead of losing it
+        await training_topic.send(key=ev.user_id.encode(), value=example)
+        # the partition rides along so a resync after a rebalance pushes only the users this worker owns, and
+        # the offset so the worker can tell, after a rebalance, which input its state already covers
+        sequences[ev.user_id] = {**state.to_json(), "partition": event.message.partition,
+                                 "offset": event.message.offset}
+        pending[ev.user_id] = UserSequence(ev.user_id, list(state.tokens), state.event_count,
+                                           state.last_event_ms, 0)
+        if ev.produced_ms is not None:
+            produced_at.setdefault(ev.user_id, ev.produced_ms)
+        if len(pending) >= settings.feast_flush_rows:
+            await flush()
+
     @app.agent(interactions_topic)
     async def interactions(stream):
         async for event in stream.events():
-            stats.interactions += 1
-            try:
-                ev = parse(InteractionEvent, event.message.value or b"")
-            except ValueError as exc:
-                await dead_letter(f"malformed: {exc}", event)
-                continue
-            key = (event.message.key or b"").decode(errors="replace")
-            if key != ev.user_id:
-                # the topic is partitioned by user: a wrong key would put the user's state in two partitions
-                await dead_letter(f"bad key: message key {key!r} is not the user_id {ev.user_id!r}", event)
-                continue
-            if ev.action not in vocab.actions:
-                await dead_letter(f"unknown action: {ev.action!r} (known: {', '.join(vocab.actions)})", event)
-                continue
-            if ev.context and any(c not in vocab.contexts for c in ev.context.values()):
-                await dead_letter(f"unknown context: {ev.context}", event)
-                continue
-            codes = view.sid_of.get(ev.item_id) or await sid_for(ev.item_id)
-            if codes is None:
-                await dead_letter(f"unknown item: {ev.item_id!r} not in the catalogue after "
-                                  f"{settings.unknown_item_wait_s:g} s", event)
-                continue
-            state = SequenceState.from_json(sequences.get(ev.user_id))
-            tokens = event_tokens(vocab, codes, ev.action, tuple(ev.context.values()) if ev.context else ())
-            event_ms = int(ev.ts * 1000)
-            if not append_event(state, ev.event_id, tokens, event_ms, settings.window_events):
-                stats.duplicates += 1
-                metrics.events.labels("duplicate").inc()
-                continue
-            stats.appended += 1
-            metrics.events.labels("appended").inc()
-            # the partition rides along so a resync after a rebalance pushes only the users this worker owns
-            sequences[ev.user_id] = {**state.to_json(), "partition": event.message.partition}
-            appended = now_ms()
-            pending[ev.user_id] = UserSequence(ev.user_id, list(state.tokens), state.event_count,
-                                               state.last_event_ms, 0)
-            if ev.produced_ms is not None:
-                produced_at.setdefault(ev.user_id, ev.produced_ms)
-            example = training_example_json(ev.user_id, state.tokens, ev.event_id, state.event_count, event_ms,
-                                            ev.produced_ms, appended)
-            await training_topic.send(key=ev.user_id.encode(), value=example)
-            if len(pending) >= settings.feast_flush_rows:
-                await flush()
+            msg = event.message
+            verdict = guard.check(msg.partition, msg.offset, time.monotonic())
+            if verdict is Verdict.REWIND:
+                target = guard.expected(msg.partition)
+                stats.rewinds += 1
+                metrics.rewinds.inc()
+                log.warning("partition %d: got offset %d but the state expects %d (messages skipped by the "
+                            "consumer); reading again from %d", msg.partition, msg.offset, target, target)
+                await app.consumer.seek(msg.tp, target)
+            if verdict is not Verdict.PROCESS:
+                continue  # acknowledged but not applied: the rewound consumer delivers it again
+            await interaction(event)
+            guard.processed(msg.partition, msg.offset)
 
     @app.agent(items_topic)
     async def items(stream):
@@ -271,7 +306,36 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
 
     @app.on_rebalance_complete.connect
     async def on_rebalance(sender, **kwargs):
+        # sent after table recovery and before the streams resume: the table now holds what this worker owns
         resync["needed"] = True
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.interactions}
+        expected = expected_offsets(sequences.values(), owned)
+        # no state yet means nothing of that partition was ever applied: expect its first offset. Not the group's
+        # committed offset: Faust can commit past messages it skipped (seen here: 4,000 at a partition's head).
+        fresh = sorted(owned - set(expected))
+        if fresh:
+            expected.update(await asyncio.get_running_loop().run_in_executor(
+                None, first_offsets, settings.kafka_bootstrap_servers, topics.interactions, fresh))
+        guard.reset(expected, time.monotonic())
+
+    @app.timer(interval=2.0)
+    async def find_tail_holes():
+        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic == topics.interactions]
+        if not owned or app.in_recovery:
+            return
+        try:
+            log_ends = {tp.partition: end for tp, end in (await app.consumer.highwaters(*owned)).items()}
+        except Exception as exc:  # e.g. a rebalance in progress: the next tick asks again
+            log.info("log end offsets unavailable: %s", exc)
+            return
+        for partition in guard.stalled(log_ends, time.monotonic()):
+            tp = next(tp for tp in owned if tp.partition == partition)
+            target = guard.expected(partition)
+            stats.rewinds += 1
+            metrics.rewinds.inc()
+            log.warning("partition %d: its log ends at %d but the state expects %d and nothing arrived for %.0f s; "
+                        "reading again from %d", partition, log_ends[partition], target, guard.idle_s, target)
+            await app.consumer.seek(tp, target)
 
     @app.task
     async def start_follower():
