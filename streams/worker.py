@@ -228,6 +228,14 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
         if len(pending) >= settings.feast_flush_rows:
             await flush()
 
+    async def rewind(tp, offset: int) -> None:
+        # seek_wait runs the seek on the consumer's own thread: Faust's plain seek() touches aiokafka's fetcher
+        # from this loop and raced with a fetch (KeyError in fetched_records, and the fetcher crashed)
+        try:
+            await app.consumer.seek_wait({tp: offset})
+        except Exception as exc:  # e.g. the partition was revoked meanwhile; the guard asks again later
+            log.warning("rewind of %s to %d failed (%s); it is retried", tp, offset, exc)
+
     @app.agent(interactions_topic)
     async def interactions(stream):
         async for event in stream.events():
@@ -239,7 +247,7 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                 metrics.rewinds.inc()
                 log.warning("partition %d: got offset %d but the state expects %d (messages skipped by the "
                             "consumer); reading again from %d", msg.partition, msg.offset, target, target)
-                await app.consumer.seek(msg.tp, target)
+                await rewind(msg.tp, target)
             if verdict is not Verdict.PROCESS:
                 continue  # acknowledged but not applied: the rewound consumer delivers it again
             await interaction(event)
@@ -335,7 +343,7 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             metrics.rewinds.inc()
             log.warning("partition %d: its log ends at %d but the state expects %d and nothing arrived for %.0f s; "
                         "reading again from %d", partition, log_ends[partition], target, guard.idle_s, target)
-            await app.consumer.seek(tp, target)
+            await rewind(tp, target)
 
     @app.task
     async def start_follower():

@@ -37,6 +37,7 @@ IMAGE = "sidstream:0.1.0"
 KNOWN_METRICS = {
     # streams/metrics.py (the worker, SIDSTREAM_WORKER_METRICS_PORT)
     "sidstream_stream_events": "counter",                     # label result
+    "sidstream_stream_rewinds": "counter",
     "sidstream_stream_event_to_feast_seconds": "histogram",
     "sidstream_stream_item_to_catalogue_seconds": "histogram",
     # trainer/online_metrics.py (the online trainer, SIDSTREAM_ONLINE_METRICS_PORT)
@@ -765,7 +766,7 @@ def test_grafana_provisioning_points_at_prometheus():
 def test_alert_rules_are_well_formed():
     rules = {rule["alert"]: rule for rule in alert_rules()}
     assert set(rules) == {"SidstreamDriftAlert", "SidstreamModelStale", "SidstreamConsumerLag",
-                          "SidstreamEventToFeastSlow", "SidstreamServingErrors"}
+                          "SidstreamEventToFeastSlow", "SidstreamStreamRewinds", "SidstreamServingErrors"}
     for name, rule in rules.items():
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, name
         assert re.fullmatch(r"[0-9]+[smh]", rule["for"]), name
@@ -775,3 +776,4 @@ def test_alert_rules_are_well_formed():
     assert 'name="model_age"' in rules["SidstreamModelStale"]["expr"]
     assert 'name="consumer_lag"' in rules["SidstreamConsumerLag"]["expr"]
     assert 'status=~"5.."' in rules["SidstreamServingErrors"]["expr"]
+    assert "sidstream_stream_rewinds_total" in rules["SidstreamStreamRewinds"]["expr"]
