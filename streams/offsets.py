@@ -56,12 +56,7 @@ class OffsetGuard:
         if expected is None or offset <= expected:
             self._rewound_at.pop(partition, None)
             return Verdict.PROCESS
-        rewound = self._rewound_at.get(partition)
-        if rewound is not None and now - rewound < self.rewind_retry_s:
-            return Verdict.SKIP
-        self._rewound_at[partition] = now
-        self.rewinds += 1
-        return Verdict.REWIND
+        return Verdict.REWIND if self._start_rewind(partition, now) else Verdict.SKIP
 
     def stalled(self, log_ends: Mapping[int, int], now: float) -> list[int]:
         """Partitions to rewind because their log end is past the expected offset and nothing arrived for
@@ -71,13 +66,18 @@ class OffsetGuard:
             expected = self._expected.get(partition)
             if expected is None or end <= expected or now - self._seen.get(partition, now) < self.idle_s:
                 continue
-            rewound = self._rewound_at.get(partition)
-            if rewound is not None and now - rewound < self.rewind_retry_s:
-                continue
-            self._rewound_at[partition] = now
-            self.rewinds += 1
-            out.append(partition)
+            if self._start_rewind(partition, now):
+                out.append(partition)
         return out
+
+    def _start_rewind(self, partition: int, now: float) -> bool:
+        """Record a rewind of `partition` unless one was issued less than `rewind_retry_s` ago."""
+        rewound = self._rewound_at.get(partition)
+        if rewound is not None and now - rewound < self.rewind_retry_s:
+            return False
+        self._rewound_at[partition] = now
+        self.rewinds += 1
+        return True
 
     def processed(self, partition: int, offset: int) -> None:
         """A message was handled (appended, deduplicated or dead-lettered): the state now covers it."""

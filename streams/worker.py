@@ -228,7 +228,10 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
         if len(pending) >= settings.feast_flush_rows:
             await flush()
 
-    async def rewind(tp, offset: int) -> None:
+    async def rewind(tp, offset: int, why: str) -> None:
+        stats.rewinds += 1
+        metrics.rewinds.inc()
+        log.warning("partition %d: %s; reading again from %d", tp.partition, why, offset)
         # seek_wait runs the seek on the consumer's own thread: Faust's plain seek() touches aiokafka's fetcher
         # from this loop and raced with a fetch (KeyError in fetched_records, and the fetcher crashed)
         try:
@@ -243,11 +246,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             verdict = guard.check(msg.partition, msg.offset, time.monotonic())
             if verdict is Verdict.REWIND:
                 target = guard.expected(msg.partition)
-                stats.rewinds += 1
-                metrics.rewinds.inc()
-                log.warning("partition %d: got offset %d but the state expects %d (messages skipped by the "
-                            "consumer); reading again from %d", msg.partition, msg.offset, target, target)
-                await rewind(msg.tp, target)
+                await rewind(msg.tp, target, f"got offset {msg.offset} but the state expects {target} "
+                                             "(messages skipped by the consumer)")
             if verdict is not Verdict.PROCESS:
                 continue  # acknowledged but not applied: the rewound consumer delivers it again
             await interaction(event)
@@ -339,11 +339,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
         for partition in guard.stalled(log_ends, time.monotonic()):
             tp = next(tp for tp in owned if tp.partition == partition)
             target = guard.expected(partition)
-            stats.rewinds += 1
-            metrics.rewinds.inc()
-            log.warning("partition %d: its log ends at %d but the state expects %d and nothing arrived for %.0f s; "
-                        "reading again from %d", partition, log_ends[partition], target, guard.idle_s, target)
-            await rewind(tp, target)
+            await rewind(tp, target, f"its log ends at {log_ends[partition]} but the state expects {target} and "
+                                     f"nothing arrived for {guard.idle_s:.0f} s")
 
     @app.task
     async def start_follower():
