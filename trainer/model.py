@@ -10,6 +10,12 @@ Generation needs three things beyond nanoGPT's model.py, all kept here so the fi
 - left padding for batches of users with different history lengths (`valid` marks real tokens, and
   `positions` restart at 0 on each row's first real token, so padding never changes a row's result);
 - `hidden()` separate from the head, so callers pay for the output projection only where they read it.
+
+One addition to the inputs, the event context: every token also gets the sum of a second embedding over the
+tokens of its own event so far (`event_ends` lists the tokens that close an event: the actions and BOS). The
+last SID token, where the action is predicted, then carries the whole item in one vector, and an action
+token carries (item, action): attention can compare the item at hand with the user's past items and their
+actions in one hop, instead of first having to assemble each item from its separate tokens.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ class ModelConfig:
     mlp_ratio: int = 4
     dropout: float = 0.1
     norm_eps: float = 1e-6
+    # tokens that close an event (actions, BOS); empty = no event-context embedding (models saved before it)
+    event_ends: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2:
@@ -39,9 +47,14 @@ class ModelConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.max_len < 1 or self.n_layers < 1:
             raise ValueError("max_len and n_layers must be positive")
+        self.event_ends = tuple(int(t) for t in self.event_ends)
+        if any(not 0 <= t < self.vocab_size for t in self.event_ends):
+            raise ValueError(f"event_ends {self.event_ends} must be token ids below vocab_size {self.vocab_size}")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["event_ends"] = list(self.event_ends)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
@@ -78,6 +91,7 @@ class KVCache:
         self.group = 0  # beams per prefix row; 0 = not expanded
         self.beam_keys: list[torch.Tensor | None] = [None] * n_layers
         self.beam_values: list[torch.Tensor | None] = [None] * n_layers
+        self.event_sum: torch.Tensor | None = None  # [rows, d] event-context sum of each row's open event
 
     @property
     def length(self) -> int:
@@ -98,6 +112,8 @@ class KVCache:
         out.keys, out.values, out.valid = self.keys, self.values, self.valid
         out.group = group
         out.next_position = self.next_position.repeat_interleave(group)
+        if self.event_sum is not None:
+            out.event_sum = self.event_sum.repeat_interleave(group, dim=0)
         return out
 
     def select(self, rows: torch.Tensor) -> "KVCache":
@@ -109,6 +125,8 @@ class KVCache:
         out = KVCache(len(self.keys))
         out.group = self.group
         out.next_position = self.next_position.index_select(0, rows)
+        if self.event_sum is not None:
+            out.event_sum = self.event_sum.index_select(0, rows)
         if self.group:
             out.keys, out.values, out.valid = self.keys, self.values, self.valid
             if self.beam_keys[0] is not None:
@@ -207,6 +225,10 @@ class Transformer(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.max_len, config.d_model)
+        if config.event_ends:
+            self.event_emb = nn.Embedding(config.vocab_size, config.d_model)
+            self.register_buffer("is_event_end", torch.zeros(config.vocab_size, dtype=torch.bool), persistent=False)
+            self.is_event_end[list(config.event_ends)] = True
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
@@ -242,7 +264,7 @@ class Transformer(nn.Module):
             positions = torch.arange(T, device=tokens.device)
             if T > self.config.max_len:
                 raise ValueError(f"token stream of {T} exceeds max_len {self.config.max_len}")
-            x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None])
+            x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None] + self._event_context(tokens))
             for layer, block in enumerate(self.blocks):
                 x = block(x, None, None, layer)
             return self.norm(x)
@@ -256,7 +278,7 @@ class Transformer(nn.Module):
         positions = positions.clamp(min=0)
         if int(positions.max()) >= self.config.max_len:
             raise ValueError(f"token stream of {int(positions.max()) + 1} exceeds max_len {self.config.max_len}")
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions))
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions) + self._event_context(tokens, valid, cache))
 
         if cache is not None and cache.group:
             if not bool(valid.all()):
@@ -271,6 +293,33 @@ class Transformer(nn.Module):
         for layer, block in enumerate(self.blocks):
             x = block(x, mask, cache, layer)
         return self.norm(x)
+
+    def _event_context(self, tokens: torch.Tensor, valid: torch.Tensor | None = None,
+                       cache: KVCache | None = None) -> torch.Tensor | float:
+        """Sum of `event_emb` over each token's event up to and including the token [B, T, d].
+
+        An event ends with (and includes) one of `event_ends`; the next token starts a new sum. With a cache,
+        the sum of each row's still-open event is carried over from the previous call and updated.
+        """
+        if not self.config.event_ends:
+            return 0.0
+        e = self.event_emb(tokens)
+        if valid is not None:
+            e = e * valid[..., None]  # padding contributes nothing
+        ends = self.is_event_end[tokens]  # [B, T]
+        total = e.cumsum(1)
+        T = tokens.shape[1]
+        index = torch.arange(T, device=tokens.device).expand_as(tokens)
+        # the last end strictly before each token: its running total is what the token's event starts from
+        last_end = torch.where(ends, index, torch.full_like(index, -1)).cummax(1).values
+        before = torch.cat([torch.full_like(last_end[:, :1], -1), last_end[:, :-1]], dim=1)
+        base = total.gather(1, before.clamp(min=0)[..., None].expand_as(total)) * (before >= 0)[..., None]
+        context = total - base
+        if cache is not None:
+            if cache.event_sum is not None:  # tokens before this call's first end continue the open event
+                context = context + cache.event_sum[:, None, :] * (before < 0)[..., None]
+            cache.event_sum = context[:, -1] * (~ends[:, -1])[:, None]
+        return context
 
     @staticmethod
     def _prefix_mask(valid: torch.Tensor, cache: KVCache | None, past: int) -> torch.Tensor | None:

@@ -49,6 +49,7 @@ class TrainConfig:
     eval_batch: int = 64
     patience: int = 4  # evaluations without a better validation Recall@10
     threads: int = 2
+    event_context: bool = True  # the model's event-context embedding (see trainer/model.py)
     softmax: str = "level"  # "level": over the target's token type (see data.level_cross_entropy); "full": vocabulary
 
     @classmethod
@@ -76,7 +77,8 @@ def model_config_for(config: TrainConfig, vocab) -> ModelConfig:
     # BOS + window of events + one generated item and its action
     return ModelConfig(vocab_size=vocab.size, max_len=1 + (config.window_events + 1) * group,
                        d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads,
-                       dropout=config.dropout)
+                       dropout=config.dropout,
+                       event_ends=(*vocab.action_range, vocab.BOS) if config.event_context else ())
 
 
 def learning_rate(config: TrainConfig, step: int, progress: float) -> float:

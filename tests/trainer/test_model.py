@@ -4,8 +4,12 @@ import torch
 from trainer.model import ModelConfig, Transformer
 
 
+EVENT_ENDS = (2, 5, 11, 17, 30)  # random streams of 37 tokens hit these often: events of a few tokens
+
+
 def tiny(**kw):
     torch.manual_seed(0)
+    kw.setdefault("event_ends", EVENT_ENDS)
     cfg = ModelConfig(vocab_size=37, max_len=40, d_model=32, n_layers=2, n_heads=4, dropout=0.0, **kw)
     return Transformer(cfg).eval()
 
@@ -109,3 +113,48 @@ def test_expanded_beam_cache_equals_uncached_decoding():
     for row in range(6):
         seq = torch.cat([histories[row], first[parents[row]][None], second[row][None], third[row][None]], 1)
         assert torch.allclose(out[row], model(seq)[0, -1], atol=1e-5), row
+
+
+def naive_event_context(model, tokens):
+    """The event-context sums by a plain loop over one row."""
+    out, running = [], torch.zeros(model.config.d_model)
+    for t in tokens.tolist():
+        running = running + model.event_emb.weight[t]
+        out.append(running)
+        if t in model.config.event_ends:
+            running = torch.zeros(model.config.d_model)
+    return torch.stack(out)
+
+
+def test_event_context_sums_each_event_up_to_its_end_token():
+    model = tiny()
+    tokens = torch.tensor([[3, 4, 5, 6, 7, 2, 2, 8, 9, 10]])
+    context = model._event_context(tokens)
+    assert torch.allclose(context[0], naive_event_context(model, tokens[0]), atol=1e-6)
+    # an earlier token of the same event changes a later token's input; a token of a closed event does not
+    changed = tokens.clone()
+    changed[0, 7] = 12
+    assert not torch.allclose(model._event_context(changed)[0, 8], context[0, 8])
+    changed = tokens.clone()
+    changed[0, 3] = 12
+    assert torch.allclose(model._event_context(changed)[0, 6:], context[0, 6:])
+
+
+def test_event_context_is_carried_across_cached_calls_mid_event():
+    model = tiny()
+    tokens = torch.tensor([[1, 3, 4, 5, 6, 7, 8, 9, 2, 10, 12]])
+    full = model(tokens)
+    for cut in (3, 6, 8, 9):  # inside an event, right after an end, ...
+        cache = model.new_cache()
+        head = model(tokens[:, :cut], cache=cache)
+        tail = torch.cat([model(tokens[:, t : t + 1], cache=cache) for t in range(cut, tokens.shape[1])], 1)
+        assert torch.allclose(full, torch.cat([head, tail], 1), atol=1e-5), cut
+
+
+def test_models_saved_without_event_context_still_load():
+    data = tiny().config.to_json()
+    assert data["event_ends"] == list(EVENT_ENDS)
+    del data["event_ends"]
+    model = Transformer(ModelConfig.from_json(data))
+    assert not hasattr(model, "event_emb")
+    assert model(torch.randint(0, 37, (1, 5))).shape == (1, 5, 37)

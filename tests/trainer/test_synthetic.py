@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from trainer.synthetic import (WORLD_ACTIONS, SyntheticWorld, WorldConfig, action_probabilities, by_user,
-                               predicted_action_probs)
+                               history_reference_probs, predicted_action_probs)
 
 
 def small(seed=0):
@@ -100,3 +100,26 @@ def test_model_learns_item_dependent_actions():
         scores += list(probs[:, vocab.actions.index("purchase")])
         labels += [a == "purchase" for _, a in events]
     assert auc(scores, labels) > 0.95
+
+
+def test_history_reference_uses_only_the_past_and_beats_chance_on_downvotes():
+    from trainer.metrics import auc
+
+    world = SyntheticWorld(WorldConfig(seed=2, items=300, users=150, events_per_user=(15, 25)))
+    logs = by_user(world.simulate())
+    events = next(iter(logs.values()))
+    probs = history_reference_probs(world, events)
+    assert probs.shape == (len(events), 4) and np.allclose(probs.sum(-1), 1.0)
+    # the first event has no past: only the item's quality speaks
+    first = world.items[[it.item_id for it in world.items].index(events[0].item_id)]
+    assert np.allclose(probs[0], action_probabilities(first.quality))
+    # changing a later action never changes an earlier score
+    altered = list(events)
+    altered[5] = type(events[5])(events[5].user_id, events[5].item_id, "downvote" if events[5].action != "downvote"
+                                 else "like", events[5].ts, events[5].probs)
+    assert np.allclose(history_reference_probs(world, altered)[:6], probs[:6])
+    scores, labels = [], []
+    for user_events in logs.values():
+        scores.extend(history_reference_probs(world, user_events)[:, WORLD_ACTIONS.index("downvote")])
+        labels.extend(e.action == "downvote" for e in user_events)
+    assert auc(np.array(scores), np.array(labels)) > 0.6
