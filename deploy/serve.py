@@ -218,14 +218,15 @@ def _bench_model(args, catalogue, window: int = 50) -> Path:
 
     if args.model:
         return args.model
-    out = args.work_dir / f"model-untrained-{catalogue.vocab.version}-w{window}"
+    out = args.work_dir / f"model-untrained-{catalogue.vocab.version}-w{window}-ec"  # ec: with the event context
     if not (out / "manifest.json").is_file():
         import torch
 
         torch.manual_seed(0)
         group = catalogue.vocab.sid_length + 1
         config = ModelConfig(vocab_size=catalogue.vocab.size, max_len=1 + (window + 1) * group, d_model=64,
-                             n_layers=2, n_heads=2, dropout=0.0)
+                             n_layers=2, n_heads=2, dropout=0.0,
+                             event_ends=(*catalogue.vocab.action_range, catalogue.vocab.BOS))
         save_model(out, Transformer(config), catalogue.vocab,
                    extra={"train_config": {"window_events": window}, "note": "untrained: cost benchmark only"})
     return out
