@@ -213,7 +213,8 @@ def _bench_catalogue(args):
 
 
 def _bench_model(args, catalogue, window: int = 50) -> Path:
-    from trainer.model import ModelConfig, Transformer
+    from trainer.model import Transformer
+    from trainer.pretrain import TrainConfig, model_config_for
     from trainer.registry import save_model
 
     if args.model:
@@ -223,10 +224,9 @@ def _bench_model(args, catalogue, window: int = 50) -> Path:
         import torch
 
         torch.manual_seed(0)
-        group = catalogue.vocab.sid_length + 1
-        config = ModelConfig(vocab_size=catalogue.vocab.size, max_len=1 + (window + 1) * group, d_model=64,
-                             n_layers=2, n_heads=2, dropout=0.0,
-                             event_ends=(*catalogue.vocab.action_range, catalogue.vocab.BOS))
+        # the architecture pretraining builds (event context included), at the small size serving is timed with
+        config = model_config_for(TrainConfig(d_model=64, n_layers=2, n_heads=2, dropout=0.0, window_events=window),
+                                  catalogue.vocab)
         save_model(out, Transformer(config), catalogue.vocab,
                    extra={"train_config": {"window_events": window}, "note": "untrained: cost benchmark only"})
     return out

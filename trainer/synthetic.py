@@ -110,6 +110,7 @@ class SyntheticWorld:
             self.items.append(SyntheticItem(str(i + 1), title, topic, sub, born, float(rng.normal(0, 0.3)),
                                             tuple(float(v) for v in vec)))
         self.item_matrix = np.array([it.vector for it in self.items])
+        self.row_of = {it.item_id: row for row, it in enumerate(self.items)}  # item id -> row of item_matrix
         self.born = np.array([it.born for it in self.items])
         self.quality = np.array([it.quality for it in self.items])
         self._rng = rng
@@ -180,8 +181,7 @@ def history_reference_probs(world: SyntheticWorld, events: list[Interaction]) ->
     it shows how much of the gap to the ceiling comes from the taste being hidden in a short, noisy history.
     Returns [n_events, 4] probabilities in WORLD_ACTIONS order, event t scored from events before t.
     """
-    index = {it.item_id: i for i, it in enumerate(world.items)}
-    rows = [index[e.item_id] for e in events]
+    rows = [world.row_of[e.item_id] for e in events]
     vectors = world.item_matrix[rows]
     weights = np.array([REFERENCE_ACTION_WEIGHTS[e.action] for e in events])
     out = []
