@@ -113,8 +113,12 @@ def java_binary() -> str:
 
 
 def kafka_cluster_id() -> str:
-    # Kafka's Uuid text form: base64url of 16 random bytes, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: base64url of 16 random bytes, no padding. Like Kafka's own `Uuid.randomUuid`, it
+    never starts with '-': `kafka-storage format -t -x...` reads such an id as an option and fails (1 start in 64)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 class LocalStack:

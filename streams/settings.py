@@ -30,6 +30,10 @@ class WorkerSettings(StreamSettings):
     unknown_item_wait_s: float = 2.0  # how long an interaction waits for its item before it is dead-lettered
     feast_flush_interval_s: float = 0.05  # micro-batch period of pushes to the Feast online store
     feast_flush_rows: int = 1000
+    # longest the broker may hold the worker's fetch when it has nothing new (Faust's own is 1,500 ms, which
+    # turned any brief pause of the agent into a 1.5 s lag: see streams/faust_fetch.py)
+    fetch_max_wait_ms: int = 100
+    fetch_min_bytes: int = 1
     # Faust processing guarantee: "exactly_once" makes table changelog writes and offset commits one Kafka
     # transaction (a rebalance cannot then commit an offset whose table write the new owner never sees)
     processing_guarantee: str = "at_least_once"
