@@ -337,6 +337,10 @@ def run(args) -> int:
             stack.up(redis=True)
             bootstrap, redis_url = stack.kafka_bootstrap, stack.redis_url
         try:
+            if args.freshness_store == "redis" and not redis_url:  # before minutes of throughput runs, not after
+                from deploy.errors import CommandError
+
+                raise CommandError("--freshness-store redis needs Redis: set SIDSTREAM_REDIS_URL")
             bench = StreamBench(bootstrap, redis_url, catalogue_dir, root, args.workers)
             result = {"benchmark": "stream", "quick": quick, "workers": args.workers,
                       "catalogue": str(catalogue_dir), "catalogue_items": len(bench.items),
@@ -348,10 +352,7 @@ def run(args) -> int:
                 t = bench.throughput(store, events)
                 result[f"events_per_s_{store}"] = t["events_per_s"]
                 result[f"throughput_{store}"] = t
-            freshness_store = args.freshness_store
-            if freshness_store == "redis" and not redis_url:
-                raise RuntimeError("--freshness-store redis needs Redis (SIDSTREAM_REDIS_URL or a local redis-server)")
-            result.update(bench.freshness(rate, seconds, items, store=freshness_store))
+            result.update(bench.freshness(rate, seconds, items, store=args.freshness_store))
         finally:
             if stack is not None:
                 stack.down(purge=True)

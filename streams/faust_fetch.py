@@ -15,11 +15,9 @@ fails at start-up instead of silently keeping the 1.5 s.
 """
 from __future__ import annotations
 
-_MARK = "_sidstream_fetch_max_wait_ms"
+from streams.faust_commit import FaustInternalsChanged
 
-
-class FaustInternalsChanged(RuntimeError):
-    pass
+_MARK = "_sidstream_fetch_settings"  # (fetch_max_wait_ms, fetch_min_bytes) the wrapped factory applies
 
 
 def install(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> None:
