@@ -8,8 +8,10 @@ therefore records the input (partition, offset) of its last event; after a rebal
 partition, the next offset its state expects, and `OffsetGuard` checks every message against it:
 
 - offset == expected: the next message; process it.
-- offset <  expected: a redelivery (the consumer restarted from an older commit); process it, the idempotent
-  append skips what the state already holds.
+- offset <  expected: a redelivery. If this worker already handled that offset since the rebalance (a seek
+  that landed after the missing messages had arrived anyway), it is a duplicate: skip it, or a bad message
+  would be dead-lettered twice. Otherwise (the consumer restarted from an older commit) process it; the
+  idempotent append skips what the state already holds.
 - offset >  expected: messages in between were never processed. Skip this one (it will be read again),
   rewind the consumer to `expected`, and keep skipping until `expected` arrives.
 
@@ -30,6 +32,7 @@ class Verdict(Enum):
     PROCESS = "process"
     SKIP = "skip"  # after a hole, waiting for the rewound consumer to deliver the missing offset
     REWIND = "rewind"  # a hole was just found: seek the partition back to `expected(partition)`
+    DUPLICATE = "duplicate"  # already handled by this worker since the last rebalance
 
 
 @dataclass
@@ -39,11 +42,14 @@ class OffsetGuard:
     _expected: dict[int, int] = field(default_factory=dict)
     _seen: dict[int, float] = field(default_factory=dict)  # partition -> when a message of it last arrived
     _rewound_at: dict[int, float] = field(default_factory=dict)  # partition -> when the last seek was issued
+    # partition -> first offset handled since the rebalance: [start, expected) is what this worker handled
+    _start: dict[int, int] = field(default_factory=dict)
     rewinds: int = 0
 
     def reset(self, expected: Mapping[int, int], now: float = 0.0) -> None:
         """After a rebalance: the next offset each owned partition's state expects (absent: unguarded)."""
         self._expected = dict(expected)
+        self._start = dict(expected)
         self._seen = {partition: now for partition in expected}
         self._rewound_at.clear()
 
@@ -55,6 +61,8 @@ class OffsetGuard:
         expected = self._expected.get(partition)
         if expected is None or offset <= expected:
             self._rewound_at.pop(partition, None)
+            if expected is not None and self._start.get(partition, expected) <= offset < expected:
+                return Verdict.DUPLICATE
             return Verdict.PROCESS
         return Verdict.REWIND if self._start_rewind(partition, now) else Verdict.SKIP
 
@@ -81,6 +89,7 @@ class OffsetGuard:
 
     def processed(self, partition: int, offset: int) -> None:
         """A message was handled (appended, deduplicated or dead-lettered): the state now covers it."""
+        self._start.setdefault(partition, offset)
         if offset + 1 > self._expected.get(partition, -1):
             self._expected[partition] = offset + 1
 

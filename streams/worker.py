@@ -256,6 +256,10 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                 target = guard.expected(msg.partition)
                 await rewind(msg.tp, target, f"got offset {msg.offset} but the state expects {target} "
                                              "(messages skipped by the consumer)")
+            if verdict is Verdict.DUPLICATE:
+                stats.duplicates += 1
+                metrics.events.labels("duplicate").inc()
+                continue
             if verdict is not Verdict.PROCESS:
                 continue  # acknowledged but not applied: the rewound consumer delivers it again
             await interaction(event)

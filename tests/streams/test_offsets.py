@@ -77,3 +77,27 @@ def test_a_partition_with_messages_flowing_is_not_stalled():
         assert guard.check(2, t - 1, now=float(t)) is Verdict.PROCESS
         guard.processed(2, t - 1)
         assert guard.stalled({2: 1000}, now=float(t)) == []
+
+
+def test_a_late_seek_redelivers_what_this_worker_already_handled_and_it_is_skipped():
+    """A tail-hole seek back to 0 lands after 0..2 arrived anyway: their second delivery must not be applied
+    again (a bad message among them would be dead-lettered twice)."""
+    guard = OffsetGuard()
+    guard.reset({0: 0})
+    for offset in range(3):
+        assert guard.check(0, offset, now=0.0) is Verdict.PROCESS
+        guard.processed(0, offset)
+    assert [guard.check(0, o, now=1.0) for o in range(3)] == [Verdict.DUPLICATE] * 3
+    assert guard.check(0, 3, now=1.0) is Verdict.PROCESS
+    assert guard.expected(0) == 3
+
+
+def test_what_came_before_the_rebalance_is_processed_again_and_left_to_the_idempotent_append():
+    guard = OffsetGuard()
+    guard.reset({0: 10})
+    guard.processed(0, 10)
+    assert guard.check(0, 9, now=0.0) is Verdict.PROCESS  # before this worker's start: not known as handled
+    assert guard.check(0, 10, now=0.0) is Verdict.DUPLICATE
+    guard.processed(5, 40)  # an unguarded partition starts where its first message was handled
+    assert guard.check(5, 40, now=0.0) is Verdict.DUPLICATE
+    assert guard.check(5, 39, now=0.0) is Verdict.PROCESS
