@@ -127,6 +127,9 @@ def register(commands, bench) -> None:
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     serve.add_argument("--no-follow", action="store_true", help="do not follow model-updates / catalogue topics")
+    serve.add_argument("--ingress", choices=("haproxy", "proxy"),
+                       help="HAProxy straight to the replicas, or Ray's Python proxy (default: SIDSTREAM_INGRESS "
+                            "or haproxy)")
     serve.set_defaults(func=cmd_serve)
 
     b = bench.add_parser("serving", help="HTTP latency/throughput of the Ray Serve app at concurrency 1, 8, 32")
@@ -144,6 +147,8 @@ def register(commands, bench) -> None:
     b.add_argument("--batch-size", type=int, default=32, help="@serve.batch max batch size")
     b.add_argument("--generation-thread", action="store_true",
                    help="run batches on a generation thread instead of the replica's event loop")
+    b.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy",
+                   help="HAProxy straight to the replicas, or Ray's Python proxy")
     b.add_argument("--work-dir", type=Path, default=Path("var/bench/serving"))
     b.set_defaults(func=cmd_bench_serving)
 
@@ -154,7 +159,8 @@ def _settings_from_args(args, **extra):
     overrides = {"model_dir": args.model and args.model.resolve(),
                  "catalogue_dir": args.catalogue and args.catalogue.resolve(), "replicas": args.replicas,
                  "cpus_per_replica": getattr(args, "cpus_per_replica", None), "torch_threads": args.torch_threads,
-                 "http_host": getattr(args, "host", None), "http_port": getattr(args, "port", None), **extra}
+                 "http_host": getattr(args, "host", None), "http_port": getattr(args, "port", None),
+                 "ingress": getattr(args, "ingress", None), **extra}
     return ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -169,8 +175,13 @@ def cmd_serve(args) -> int:
         raise CommandError(f"no catalogue at {settings.catalogue_dir}: build one with `sidstream catalogue build`")
     if not (resolve_model_dir(Path(settings.model_dir)) / "manifest.json").is_file() and not settings.follow_updates:
         raise CommandError(f"no model at {settings.model_dir} and --no-follow: nothing to serve")
+    from serving.app import ingress_problem
+
+    if ingress_problem(settings):
+        raise CommandError(ingress_problem(settings))
     cpus = max(2, int(settings.replicas * settings.cpus_per_replica + 0.999))
-    print(f"serve: {settings.replicas} replica(s) x {settings.cpus_per_replica} CPU, model {settings.model_dir}, "
+    print(f"serve: {settings.replicas} replica(s) x {settings.cpus_per_replica} CPU, {settings.ingress} ingress, "
+          f"model {settings.model_dir}, "
           f"catalogue {settings.catalogue_dir}; http://{settings.http_host}:{settings.http_port} "
           f"(OpenAPI at /docs, /openapi.json)", flush=True)
     import signal
@@ -289,7 +300,11 @@ def cmd_bench_serving(args) -> int:
                                replicas=args.replicas, cpus_per_replica=1, torch_threads=args.torch_threads,
                                http_port=free_port(), follow_updates=False, beam_size=20,
                                batch_max_size=args.batch_size, batch_wait_s=args.batch_wait_ms / 1000, api_key=None,
-                               generation_thread=args.generation_thread)
+                               generation_thread=args.generation_thread, ingress=args.ingress)
+    from serving.app import ingress_problem
+
+    if ingress_problem(settings):
+        raise CommandError(ingress_problem(settings))
     seconds = args.seconds or (6.0 if args.quick else 20.0)
     url = f"http://{settings.http_host}:{settings.http_port}/recommend"
     report = {"concurrency": {}, "breakdown_ms": {}}
@@ -325,7 +340,7 @@ def cmd_bench_serving(args) -> int:
                   "beam": 20, "top_k": 10, "history_events": 50, "exclude_seen": True, "users": len(users),
                   "replicas": args.replicas, "torch_threads_per_replica": args.torch_threads,
                   "batch_max_size": settings.batch_max_size, "batch_wait_s": settings.batch_wait_s,
-                  "generation_thread": settings.generation_thread,
+                  "generation_thread": settings.generation_thread, "ingress": settings.ingress,
                   "online_store": "feast sqlite", "seconds_per_level": seconds, "quick": args.quick},
         "goals": {"p99_ms_at_1_max": 50, "rps_at_32_min": 200,
                   "p99_at_1_met": report["concurrency"]["1"]["p99_ms"] <= 50,

