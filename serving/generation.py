@@ -176,7 +176,7 @@ class GenerationEngine:
         if not bool(valid[:, -1].all()):
             raise GenerationError("every history needs at least one token (BOS)")
         cache = self.model.new_cache()
-        hidden = self.model.hidden(tokens, valid, cache)[:, -1]
+        hidden = self.model.hidden(tokens, valid, cache, last_only=True)[:, -1]
         return hidden, cache
 
     def _level_log_probs(self, hidden: torch.Tensor, level: int) -> tuple[torch.Tensor, range]:
@@ -188,7 +188,8 @@ class GenerationEngine:
     @torch.no_grad()
     def search(self, token_histories: Sequence[Sequence[int]], seen: Sequence[Collection[str]]):
         """Beam search for a batch. Returns (items [B][W] with None for dead beams, log_probs [B, W],
-        action_probs [B, W, A]); beams are in descending log-probability order."""
+        action_probs [B, W, A]); beams are in descending log-probability order. With order_by="logprob" only
+        the first top_k beams get action probabilities (the rest, never returned, stay 0)."""
         vocab, trie = self.vocab, self.trie
         W, S = self.config.beam_size, vocab.sid_length
         B = len(token_histories)
@@ -210,13 +211,17 @@ class GenerationEngine:
         items: list[list[str | None]] = [[None] * W for _ in range(B)]
 
         action_probs = torch.zeros(B, W, len(vocab.actions))
+        # ordered by log-probability, only the best top_k beams can be returned: only they need their actions
+        acted = min(W, self.config.top_k) if self.config.order_by == "logprob" else W
         for step in range(1, S + 1 if self.config.with_actions else S):
+            if step == S:  # the action after each finished item
+                last = beam_tokens[:, :acted, -1].reshape(B * acted, 1)
+                hidden = self.model.hidden(last, cache=cache)[:, -1]
+                action_logits = self.model.logits(hidden, vocab.action_range)
+                action_probs[:, :acted] = torch.softmax(action_logits.float(), dim=-1).view(B, acted, -1)
+                break
             last = beam_tokens[:, :, -1].reshape(B * W, 1)
             hidden = self.model.hidden(last, cache=cache)[:, -1]
-            if step == S:
-                action_logits = self.model.logits(hidden, vocab.action_range)
-                action_probs = torch.softmax(action_logits.float(), dim=-1).view(B, W, -1)
-                break
             logp, span = self._level_log_probs(hidden, step)  # [B*W, V_l]
             mask = trie.next_token_mask(beam_tokens.reshape(B * W, step))[:, span.start : span.stop]
             cand = torch.where(mask, logp + beam_scores.reshape(B * W, 1), neg_inf)
@@ -231,8 +236,11 @@ class GenerationEngine:
             beam_tokens = torch.cat(
                 [beam_tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, step)), (token + span.start).unsqueeze(-1)], 2
             )
-            if not final or self.config.with_actions:
-                cache = cache.select((user_rows * W).view(B, W).add(parent).reshape(-1))
+            rows = (user_rows * W).view(B, W).add(parent)
+            if not final:
+                cache = cache.select(rows.reshape(-1))
+            elif self.config.with_actions:
+                cache = cache.select(rows[:, :acted].reshape(-1), group=acted)
             if final:
                 alive = (beam_scores > float("-inf")).tolist()
                 parent_rows = (parent + torch.arange(B)[:, None] * W).tolist()

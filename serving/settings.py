@@ -21,7 +21,7 @@ class ServingSettings(BaseSettings):
     http_port: int = 8000
     # haproxy: Ray Serve's HAProxy ingress - HAProxy on http_port forwards straight to each replica's own HTTP
     # server. proxy: Ray's Python proxy, which hands every request to a replica through a Ray actor call; on this
-    # 2-core machine that path alone costs more CPU than generation (measured: 103 vs 248 req/s at 32 clients).
+    # 2-core machine that path alone costs more CPU than generation (measured: 119 vs 242 req/s at 32 clients).
     ingress: Literal["haproxy", "proxy"] = "haproxy"
     # haproxy only: how long a stopping replica keeps answering while HAProxy drops it from its backends. Ray's
     # default (30 s) is sized for load balancers on other nodes; a local HAProxy reloads in under a second.

@@ -316,7 +316,7 @@ class OnlineTrainer:
             inputs = w[:-1]
             tokens[row, T - len(inputs):] = torch.as_tensor(inputs)
             valid[row, T - len(inputs):] = True
-        hidden = self.model.hidden(tokens, valid)[:, -1]
+        hidden = self.model.hidden(tokens, valid, last_only=True)[:, -1]
         logp = torch.log_softmax(self.model.logits(hidden, self.vocab.action_range).float(), dim=-1)
         target = torch.as_tensor(actions) - self.vocab.action_range.start
         return (-logp.gather(1, target[:, None])[:, 0]).tolist()

@@ -142,6 +142,24 @@ def test_retrieval_only_mode_gives_the_same_items():
         GenerationConfig(with_actions=False, order_by="value")
 
 
+def test_actions_are_read_for_the_beams_that_can_be_returned():
+    trie = make_trie(16, seed=6)
+    model = make_model(seed=6)
+    h = history(trie, ["i1", "i4"])
+    tokens, seen = [GenerationEngine(model, VOCAB, trie).encode_history(h)], [set()]
+    by_logprob = GenerationEngine(model, VOCAB, trie, GenerationConfig(beam_size=8, top_k=3, exclude_seen=False))
+    by_value = GenerationEngine(model, VOCAB, trie, GenerationConfig(beam_size=8, top_k=3, exclude_seen=False,
+                                                                     order_by="value"))
+    items_l, lp_l, probs_l = by_logprob.search(tokens, seen)
+    items_v, lp_v, probs_v = by_value.search(tokens, seen)
+    assert items_l == items_v and torch.allclose(lp_l, lp_v)
+    alive = [w for w, item in enumerate(items_v[0]) if item is not None]
+    assert len(alive) == 8
+    assert torch.allclose(probs_v[0, alive].sum(-1), torch.ones(len(alive)), atol=1e-5)  # every beam: value order
+    assert torch.allclose(probs_l[0, :3], probs_v[0, :3], atol=1e-5)  # the top 3 by log-probability: the same
+    assert torch.equal(probs_l[0, 3:], torch.zeros(5, len(VOCAB.actions)))  # never returned, never computed
+
+
 def test_load_engine_checks_vocabulary(tmp_path):
     from types import SimpleNamespace
 

@@ -76,6 +76,49 @@ def test_left_padding_matches_unpadded_rows_and_cache_select():
     assert torch.allclose(step[2, 0], model(torch.cat([long, nxt[2:]], 1))[0, -1], atol=1e-5)
 
 
+def test_last_only_equals_the_last_position_and_fills_the_same_cache():
+    model = tiny()
+    tokens = torch.randint(1, 37, (3, 10))
+    # training path (no cache, no padding)
+    assert torch.allclose(model.hidden(tokens, last_only=True), model.hidden(tokens)[:, -1:], atol=1e-5)
+    # left-padded rows with a cache, as the engine encodes histories
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    valid[0, :4] = False
+    full_cache, last_cache = model.new_cache(), model.new_cache()
+    full = model.hidden(tokens, valid, full_cache)
+    last = model.hidden(tokens, valid, last_cache, last_only=True)
+    assert last.shape == (3, 1, 32)
+    assert torch.allclose(last, full[:, -1:], atol=1e-5)
+    for a, b in zip(full_cache.keys + full_cache.values, last_cache.keys + last_cache.values):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.equal(full_cache.next_position, last_cache.next_position)
+    assert torch.allclose(full_cache.event_sum, last_cache.event_sum, atol=1e-6)
+    # padding-free rows with a cache take the unmasked branch for the last query
+    valid_all = torch.ones(3, 10, dtype=torch.bool)
+    assert torch.allclose(model.hidden(tokens, valid_all, last_only=True), model.hidden(tokens, valid_all)[:, -1:],
+                          atol=1e-5)
+
+
+def test_expanded_cache_select_can_keep_fewer_beams_per_user():
+    model = tiny()
+    prefix = torch.randint(1, 37, (2, 6))
+    cache = model.new_cache()
+    model.hidden(prefix, cache=cache)
+    beams = cache.expand(3)
+    beam_tokens = torch.randint(1, 37, (6, 1))  # rows: user 0 beams 0-2, user 1 beams 0-2
+    model.hidden(beam_tokens, cache=beams)
+    kept_rows = [1, 2, 3, 5]  # user 0: beams 1, 2; user 1: beams 0, 2
+    kept = beams.select(torch.tensor(kept_rows), group=2)
+    nxt = torch.randint(1, 37, (4, 1))
+    step = model.hidden(nxt, cache=kept)
+    for row, source in enumerate(kept_rows):  # equals the same three tokens decoded alone
+        user = source // 3
+        alone = torch.cat([prefix[user], beam_tokens[source], nxt[row]])[None]
+        assert torch.allclose(step[row, 0], model.hidden(alone)[0, -1], atol=1e-5)
+    with pytest.raises(ValueError, match="groups"):
+        beams.select(torch.tensor([1, 2, 3]), group=2)
+
+
 def test_too_long_stream_is_rejected():
     model = tiny()
     with pytest.raises(ValueError, match="max_len"):
