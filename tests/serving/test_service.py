@@ -98,6 +98,25 @@ def test_value_weights_reorder_by_value(world):
         assert r["value"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
+def test_logprob_queries_batched_with_value_queries_answer_as_alone(world):
+    """Log-probability ordering needs actions for its k best beams only; a batch mixing orderings and k must
+    still answer each query as it would be answered alone, every item with its action distribution."""
+    service, _, _ = world
+    queries = [Query(k=3, user_id="alice"), Query(k=6, user_id="alice"),
+               Query(k=5, user_id="alice", value_weights={"like": 10.0, "downvote": -100.0})]
+    together = service.recommend(queries)
+    for query, result in zip(queries, together):
+        (alone,) = service.recommend([query])
+        assert [r["item_id"] for r in result["items"]] == [r["item_id"] for r in alone["items"]]
+        assert len(result["items"]) == query.k
+        for r, a in zip(result["items"], alone["items"]):
+            assert sum(r["action_probs"].values()) == pytest.approx(1.0, abs=1e-5)
+            for action, p in r["action_probs"].items():
+                assert p == pytest.approx(a["action_probs"][action], abs=1e-5)
+    short, long_ = together[0]["items"], together[1]["items"]
+    assert [r["item_id"] for r in short] == [r["item_id"] for r in long_[:3]]  # both by log-probability
+
+
 def test_k_above_the_beam_widens_the_beam(world):
     service, _, _ = world
     (result,) = service.recommend([Query(k=15, user_id="nobody")])

@@ -117,6 +117,10 @@ def test_expanded_cache_select_can_keep_fewer_beams_per_user():
         assert torch.allclose(step[row, 0], model.hidden(alone)[0, -1], atol=1e-5)
     with pytest.raises(ValueError, match="groups"):
         beams.select(torch.tensor([1, 2, 3]), group=2)
+    with pytest.raises(ValueError, match="expanded"):
+        cache.select(torch.tensor([0, 1]), group=1)  # the unexpanded prefix cache has no beam groups
+    with pytest.raises(ValueError, match="last_only"):
+        model.hidden(nxt, cache=kept, last_only=True)
 
 
 def test_too_long_stream_is_rejected():
