@@ -107,12 +107,13 @@ def app_builder(args: dict):
     return build_deployment(ServingSettings(**(args or {})), build_replica_service)
 
 
-def start_serving(settings, num_cpus: int | None = None, blocking: bool = False) -> None:
-    """Local Ray + Serve with the replicas wired by `build_replica_service` (SIDSTREAM_* env travels along)."""
+def start_serving(settings, num_cpus: int | None = None, blocking: bool = False) -> dict:
+    """Local Ray + Serve with the replicas wired by `build_replica_service` (SIDSTREAM_* env travels along);
+    returns the ingress variables Ray was started with (serving.app.run_local_ray)."""
     from serving.app import run_local_ray
 
     env = {k: v for k, v in os.environ.items() if k.startswith("SIDSTREAM_")}
-    run_local_ray(settings, build_replica_service, num_cpus=num_cpus, blocking=blocking, env_vars=env)
+    return run_local_ray(settings, build_replica_service, num_cpus=num_cpus, blocking=blocking, env_vars=env)
 
 
 # ----- command line

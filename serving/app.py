@@ -294,8 +294,9 @@ def _free_port() -> int:
 
 
 def run_local_ray(settings: ServingSettings, build_service: Callable, name: str = "sidstream",
-                  num_cpus: int | None = None, blocking: bool = False, env_vars: dict | None = None):
-    """Start a local Ray + Serve on settings.http_host:http_port and deploy the app; returns once it is ready."""
+                  num_cpus: int | None = None, blocking: bool = False, env_vars: dict | None = None) -> dict:
+    """Start a local Ray + Serve on settings.http_host:http_port and deploy the app; returns once it is ready,
+    with the ingress variables the new Ray got (empty when Ray was already running)."""
     import os
 
     problem = ingress_problem(settings)
@@ -308,6 +309,7 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, name: str 
     import ray
     from ray import serve
 
+    ingress: dict[str, str] = {}
     if ray.is_initialized():
         log.warning("Ray is already running in this process: it keeps the ingress it started with "
                     "(SIDSTREAM_INGRESS=%s is not applied)", settings.ingress)
@@ -315,19 +317,20 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, name: str 
         # set for ray.init only: the raylet it starts, and through it the Serve controller, HAProxy, the proxies
         # and the replicas, inherit it; this process's environment is put back afterwards
         ingress = ingress_env(settings, _free_port)
-        saved = {name: os.environ.get(name) for name in ingress}
+        saved = {variable: os.environ.get(variable) for variable in ingress}
         os.environ.update(ingress)
         try:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
                      runtime_env={"env_vars": {**(env_vars or {}), "RAY_AUTH_MODE": "disabled"}})
         finally:
-            for name, value in saved.items():
+            for variable, value in saved.items():
                 if value is None:
-                    os.environ.pop(name, None)
+                    os.environ.pop(variable, None)
                 else:
-                    os.environ[name] = value
+                    os.environ[variable] = value
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_deployment(settings, build_service), name=name, route_prefix="/", blocking=blocking)
+    return ingress
 
 
 def shutdown_ray() -> None:

@@ -1,6 +1,7 @@
 """The Ray Serve app on the real stack: Kafka broker, the stream worker filling Feast, a quickly pretrained model.
 
 - requests return real catalogue items and never already-seen ones with exclude_seen;
+- requests enter through HAProxy (its stats page counts them at the replicas' servers);
 - bad requests through the real ingress (HAProxy by default) get 4xx with a message, an oversized chunked body 413;
 - swap under load: 20 clients call /recommend while 10 model versions (and one corrupt one) are published on
   `model-updates`: no failed request, every response names a published version, every replica serves each new
@@ -99,10 +100,10 @@ def stack(services, tmp_path_factory):
         serving = ServingSettings(model_dir=model_dir, catalogue_dir=catalogue_dir, replicas=REPLICAS,
                                   cpus_per_replica=0.5, torch_threads=1, http_port=port, follow_updates=True,
                                   batch_max_size=16, update_poll_s=0.05)
-        start_serving(serving, num_cpus=2)
+        ingress = start_serving(serving, num_cpus=2)
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(base + "/readyz", timeout=5).status_code == 200, 120, "the replicas to be ready")
-        yield {"base": base, "catalogue": catalogue, "histories": histories, "model_dir": model_dir, "env": env,
+        yield {"base": base, "ingress": ingress, "catalogue": catalogue, "histories": histories, "model_dir": model_dir, "env": env,
                "settings": settings, "producer": producer, "root": root, "worker": worker}
         producer.close()
     finally:
@@ -143,6 +144,29 @@ def test_recommendations_are_real_unseen_catalogue_items(stack):
         assert r.status_code == 200 and r.json()["cold_start"] and len(r.json()["items"]) == 5
         assert client.get("/healthz").status_code == 200
         assert "sidstream_serving_requests_total" in client.get("/metrics").text
+
+
+def test_requests_enter_through_haproxy_and_reach_every_replica(stack):
+    """The default ingress really is HAProxy: its stats page lists one server per replica, and requests sent to
+    the app's port were forwarded to them (Ray's fallback proxy, a backup server, stays idle)."""
+    ingress = stack["ingress"]
+    assert ingress.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", ingress
+    stats_url = f"http://127.0.0.1:{ingress['RAY_SERVE_HAPROXY_STATS_PORT']}/stats;csv"
+
+    def answered() -> dict[str, int]:  # 2xx responses per replica server, from HAProxy's CSV stats
+        lines = httpx.get(stats_url, timeout=10).text.splitlines()
+        columns = lines[0].lstrip("# ").split(",")
+        name, ok = columns.index("svname"), columns.index("hrsp_2xx")
+        rows = [line.split(",") for line in lines[1:] if line]
+        return {row[name]: int(row[ok] or 0) for row in rows if row[name].startswith("SERVE_REPLICA")}
+
+    before = answered()
+    assert len(before) == REPLICAS, before
+    with httpx.Client(base_url=stack["base"], timeout=30) as client:
+        for user in list(stack["histories"])[:20]:
+            assert client.post("/recommend", json={"user_id": user, "k": 5}).status_code == 200
+    after = answered()
+    assert sum(after.values()) - sum(before.values()) >= 20, (before, after)
 
 
 def test_bad_requests_through_the_real_ingress_get_4xx_with_a_message(stack):
