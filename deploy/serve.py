@@ -166,6 +166,16 @@ def _settings_from_args(args, **extra):
     return ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _refuse_unavailable_ingress(settings) -> None:
+    """A CLI error, before anything starts, when the chosen ingress cannot run here (no HAProxy binary)."""
+    from deploy.cli import CommandError
+    from serving.app import ingress_problem
+
+    problem = ingress_problem(settings)
+    if problem:
+        raise CommandError(problem)
+
+
 def cmd_serve(args) -> int:
     from deploy.cli import CommandError
 
@@ -177,10 +187,7 @@ def cmd_serve(args) -> int:
         raise CommandError(f"no catalogue at {settings.catalogue_dir}: build one with `sidstream catalogue build`")
     if not (resolve_model_dir(Path(settings.model_dir)) / "manifest.json").is_file() and not settings.follow_updates:
         raise CommandError(f"no model at {settings.model_dir} and --no-follow: nothing to serve")
-    from serving.app import ingress_problem
-
-    if ingress_problem(settings):
-        raise CommandError(ingress_problem(settings))
+    _refuse_unavailable_ingress(settings)
     cpus = max(2, int(settings.replicas * settings.cpus_per_replica + 0.999))
     print(f"serve: {settings.replicas} replica(s) x {settings.cpus_per_replica} CPU, {settings.ingress} ingress, "
           f"model {settings.model_dir}, "
@@ -304,10 +311,7 @@ def cmd_bench_serving(args) -> int:
                                batch_max_size=args.batch_size, batch_wait_s=args.batch_wait_ms / 1000, api_key=None,
                                generation_thread=args.generation_thread,
                                **({"ingress": args.ingress} if args.ingress else {}))
-    from serving.app import ingress_problem
-
-    if ingress_problem(settings):
-        raise CommandError(ingress_problem(settings))
+    _refuse_unavailable_ingress(settings)
     seconds = args.seconds or (6.0 if args.quick else 20.0)
     url = f"http://{settings.http_host}:{settings.http_port}/recommend"
     report = {"concurrency": {}, "breakdown_ms": {}}
