@@ -67,6 +67,14 @@ def build_worker_app(catalogue_dir: Path, index_items: bool = True):
 
 
 def run_worker(catalogue_dir: Path, loglevel: str = "warning", index_items: bool = True) -> int:
+    from deploy.errors import CommandError
+    from streams.settings import WorkerSettings
+    from streams.worker import use_event_loop
+
+    try:
+        use_event_loop(WorkerSettings().event_loop)  # before anything creates a loop
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     import faust
 
     app = build_worker_app(catalogue_dir, index_items=index_items)

@@ -21,7 +21,10 @@ DEFINITIONS = Path(__file__).with_name("repo") / "definitions.py"
 def feature_store_yaml(repo_dir: Path, settings: FeatureSettings) -> str:
     if settings.online_store == "redis":
         url = settings.redis_url.removeprefix("redis://").rstrip("/")
-        online = f"online_store:\n  type: redis\n  connection_string: \"{url}\"\n"
+        # skip_dedup: one round trip per push instead of two. Without it Feast first reads every row's stored
+        # timestamp to drop writes that are not newer; here a user's rows come from the one worker that owns the
+        # user, in order, stamped with their write time, so that read only cost time (about a third of a push)
+        online = f"online_store:\n  type: redis\n  connection_string: \"{url}\"\n  skip_dedup: true\n"
     else:
         online = f"online_store:\n  type: sqlite\n  path: {repo_dir / 'data' / 'online_store.db'}\n"
     return (

@@ -1,0 +1,39 @@
+"""The generated feature_store.yaml (pure: no Feast import)."""
+import json
+
+from features.settings import FeatureSettings
+from features.store import feature_store_yaml
+
+
+def _lines(text):
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_redis_store_skips_feasts_timestamp_read(tmp_path):
+    text = feature_store_yaml(tmp_path, FeatureSettings(online_store="redis", redis_url="redis://10.0.0.5:6380"))
+    lines = _lines(text)
+    assert "type: redis" in lines
+    assert f"connection_string: {json.dumps('10.0.0.5:6380')}" in lines
+    # one worker owns a user and writes its rows in order: the read-before-write only cost a round trip
+    assert "skip_dedup: true" in lines
+
+
+def test_sqlite_store_lives_in_the_repository(tmp_path):
+    text = feature_store_yaml(tmp_path, FeatureSettings(online_store="sqlite"))
+    assert f"path: {tmp_path / 'data' / 'online_store.db'}" in _lines(text)
+    assert "skip_dedup" not in text
+
+
+def test_a_user_sequence_refuses_bad_tokens():
+    import numpy as np
+    import pytest
+
+    from features.sequences import UserSequence
+
+    assert UserSequence("u1", [0, 5, 7]).tokens == [0, 5, 7]
+    assert UserSequence("u1", []).tokens == []
+    for bad in ([3, -1], [3, 2.0], [3, "4"], [np.int64(3)], [True]):
+        with pytest.raises(ValueError, match="non-negative ints"):
+            UserSequence("u1", bad)
+    with pytest.raises(ValueError, match="user_id"):
+        UserSequence("", [1])
