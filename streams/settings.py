@@ -42,7 +42,7 @@ class WorkerSettings(StreamSettings):
     table_standby_replicas: int = 1  # Faust's default
     # The worker's asyncio event loop: "uvloop" (libuv) or "asyncio" (the standard library's). Faust spends much
     # of each event in loop machinery (callbacks, futures, socket writes); uvloop made a worker draining a
-    # backlog about 8% faster (see streams/worker.py: use_event_loop)
+    # backlog 2 to 8% faster (see streams/worker.py: use_event_loop)
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Prometheus metrics of the worker on this port (0: off); several workers on one host need one port each
     worker_metrics_port: int = 0
