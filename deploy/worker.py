@@ -67,6 +67,9 @@ def build_worker_app(catalogue_dir: Path, index_items: bool = True):
 
 
 def run_worker(catalogue_dir: Path, loglevel: str = "warning", index_items: bool = True) -> int:
+    # faust first: importing it applies FAUST_LOOP / -L, which would silently replace our choice; it creates no loop
+    import faust
+
     from deploy.errors import CommandError
     from streams.settings import WorkerSettings
     from streams.worker import use_event_loop
@@ -75,7 +78,6 @@ def run_worker(catalogue_dir: Path, loglevel: str = "warning", index_items: bool
         use_event_loop(WorkerSettings().event_loop)  # before anything creates a loop
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    import faust
 
     app = build_worker_app(catalogue_dir, index_items=index_items)
     logging.getLogger("sidstream").setLevel(logging.INFO)

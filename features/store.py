@@ -22,8 +22,9 @@ def feature_store_yaml(repo_dir: Path, settings: FeatureSettings) -> str:
     if settings.online_store == "redis":
         url = settings.redis_url.removeprefix("redis://").rstrip("/")
         # skip_dedup: one round trip per push instead of two. Without it Feast first reads every row's stored
-        # timestamp to drop writes that are not newer; here a user's rows come from the one worker that owns the
-        # user, in order, stamped with their write time, so that read only cost time (about a third of a push)
+        # timestamp to drop writes that are not newer. Rows are stamped with their write time (see push()), so
+        # that read could only ever drop a write after a clock step or skew between hosts; it never stopped a
+        # stale row that arrives late (the worker pushes its pending rows before giving partitions away)
         online = f"online_store:\n  type: redis\n  connection_string: \"{url}\"\n  skip_dedup: true\n"
     else:
         online = f"online_store:\n  type: sqlite\n  path: {repo_dir / 'data' / 'online_store.db'}\n"
@@ -98,9 +99,9 @@ class UserSequenceStore:
                 "pushed_ms": Value(int64_val=int(r.pushed_ms or now_ms)),
             }
             key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=r.user_id)])
-            # The row's Feast timestamp is its write time, not the event time: online stores (Redis) skip a
-            # write whose timestamp is not newer than the stored one, and two events of a user can share a
-            # millisecond. One worker owns a user, so its writes are already in order.
+            # The row's Feast timestamp is its write time, not the event time: two events of a user can share a
+            # millisecond, and a Redis store with Feast's dedup on skips a write whose timestamp is not newer
+            # than the stored one. One worker owns a user, so its writes are already in order.
             data.append((key, values, now, now))
         if self._view is None:
             self._view = self._fs.get_feature_view(USER_SEQUENCE_VIEW)

@@ -9,7 +9,8 @@ faust-streaming 0.15.3 that ordering does not hold:
   queue, before the driver has accepted it. Under load the commit then goes ahead with changelog writes
   still in the buffer; a SIGKILL loses them while their events count as processed.
 - exactly_once: `TransactionManager.commit` commits the transaction without flushing the buffer at all, so
-  buffered changelog writes land in the *next* transaction, which a crash aborts.
+  buffered changelog writes land in the *next* transaction, which a crash aborts; nor does it flush the plain
+  producer that carries messages to topics the consumer does not read.
 
 `install()` replaces those two steps with versions that wait until the buffer is empty and the message in
 flight has been handed to the Kafka driver. It is idempotent and checks the Faust internals it relies on, so
@@ -63,8 +64,10 @@ def install() -> None:
                 pass
 
     async def commit(self, offsets, start_new_transaction: bool = True) -> bool:
-        # the buffer's messages belong to the transaction whose offsets are being committed
-        await self.producer.buffer.flush()
+        # the buffer's messages belong to the transaction whose offsets are being committed; flushing the whole
+        # producer (buffer, plain driver, transactional drivers) also covers messages sent to topics the consumer
+        # does not read (e.g. `training`), which Faust routes to the plain, non-transactional driver
+        await self.producer.flush()
         return await transaction_commit(self, offsets, start_new_transaction=start_new_transaction)
 
     buffer_cls._send_pending = _send_pending

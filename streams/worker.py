@@ -19,6 +19,7 @@ Invalid input never stops the worker: it goes to `dead-letters` with the reason 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -197,9 +198,11 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
     appended_count = metrics.events.labels("appended")
     duplicate_count = metrics.events.labels("duplicate")
 
-    def on_training_sent(fut: asyncio.Future) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.error("a training example was not delivered: %r", fut.exception())
+    def on_training_sent(user_id: str, event_id: str, fut: asyncio.Future) -> None:
+        problem = "cancelled" if fut.cancelled() else fut.exception()
+        if problem is not None:
+            log.error("the training example of event %r (user %r) was not delivered to %s: %r", event_id, user_id,
+                      topics.training, problem)
 
     async def dead_letter(reason: str, event) -> None:
         stats.dead_letters += 1
@@ -253,10 +256,11 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
         # (the event is not in the saved state, so it is appended and sent again) instead of losing it.
         # It goes straight to the producer `Topic.send` would use (Faust's own, or its transaction manager under
         # exactly-once), without `Topic.send`'s per-message bookkeeping (a future message, sensor calls, a
-        # callback); the offset commit still waits for it, since Faust's commit flushes the driver.
+        # callback); the offset commit still waits for it: every commit flushes the Kafka driver first
+        # (Faust's own at-least-once commit, and streams/faust_commit.py for exactly-once).
         producer = await app.maybe_start_producer()
         sent = await producer.send(topics.training, ev.user_id.encode(), example, None, None, None)
-        sent.add_done_callback(on_training_sent)
+        sent.add_done_callback(functools.partial(on_training_sent, ev.user_id, ev.event_id))
         # the partition rides along so a resync after a rebalance pushes only the users this worker owns, and
         # the offset so the worker can tell, after a rebalance, which input its state already covers
         sequences[ev.user_id] = {**state.to_json(), "partition": event.message.partition,
@@ -357,6 +361,15 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
     @app.timer(interval=settings.feast_flush_interval_s)
     async def flush_timer():
         await flush()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender, *args, **kwargs):
+        # sent once the agents have finished their current events and before the partitions move: rows still
+        # pending here would otherwise be pushed after the new owner's resync and overwrite newer rows
+        try:
+            await flush()
+        except Exception as exc:  # e.g. the online store is down: the new owner's resync pushes these rows
+            log.warning("could not push pending rows before a rebalance: %r", exc)
 
     @app.on_rebalance_complete.connect
     async def on_rebalance(sender, **kwargs):

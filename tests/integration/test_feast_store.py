@@ -31,8 +31,8 @@ def round_trip(store: UserSequenceStore) -> None:
         got = back[row.user_id]
         assert got.tokens == row.tokens and got.event_count == row.event_count
         assert got.last_event_ms == row.last_event_ms and got.pushed_ms > 0
-    # a later push replaces the window, even when its event time is the same millisecond (Redis would skip it
-    # if rows were stamped with the event time)
+    # a later push replaces the window, even when its event time is the same millisecond (rows are stamped with
+    # their write time; with the event time, a Redis store with Feast's dedup on would skip it)
     newer = UserSequence("u3", rows[3].tokens + [7, 8, 9, 10, 11], 5, rows[3].last_event_ms)
     store.push([newer])
     assert store.read(["u3"])["u3"].tokens == newer.tokens

@@ -17,7 +17,8 @@ def restore_policy():
     asyncio.set_event_loop_policy(before)
 
 
-def test_uvloop_is_the_default_and_runs_coroutines():
+def test_uvloop_is_the_default_and_runs_coroutines(monkeypatch):
+    monkeypatch.delenv("SIDSTREAM_EVENT_LOOP", raising=False)
     assert WorkerSettings().event_loop == "uvloop"
     use_event_loop("uvloop")
     loop = asyncio.new_event_loop()

@@ -56,3 +56,28 @@ def test_flush_of_a_stopped_buffer_with_messages_left_raises():
         assert "2 messages left" in str(exc)
     else:
         raise AssertionError("flush returned with messages left in a stopped buffer")
+
+
+def test_exactly_once_commit_flushes_the_whole_producer_before_committing_the_transaction():
+    """The whole producer, not only Faust's buffer: messages to topics the consumer does not read (training
+    examples) go through the plain driver, and must reach Kafka before their events' offsets are committed."""
+    from types import SimpleNamespace
+
+    from faust.transport.consumer import TransactionManager
+    from faust.types import TP
+
+    faust_commit.install()
+    calls = []
+
+    class FakeProducer:
+        async def flush(self):
+            calls.append("flush")
+
+        async def commit_transactions(self, by_transactional_id, group_id, start_new_transaction=True):
+            calls.append(("commit", dict(by_transactional_id), group_id))
+
+    manager = SimpleNamespace(producer=FakeProducer(), app=SimpleNamespace(
+        conf=SimpleNamespace(id="app"), assignor=SimpleNamespace(group_for_topic=lambda topic: 0)))
+    tp = TP("interactions", 3)
+    assert asyncio.run(TransactionManager.commit(manager, {tp: 42})) is True
+    assert calls == ["flush", ("commit", {"app-0-3": {tp: 42}}, "app")]
