@@ -143,8 +143,6 @@ def use_event_loop(name: str) -> None:
 
     Faust spends much of each event in event-loop machinery (callbacks, futures, socket writes), which libuv
     does in C: in back-to-back runs draining 60,000 backlogged events, uvloop gave 2 to 8% more events/s."""
-    import asyncio
-
     if name == "asyncio":
         asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
         return
