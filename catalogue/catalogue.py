@@ -284,10 +284,12 @@ def load_embeddings_with_meta(path: Path, fingerprint: str | None = None):
     return json.loads(meta["item_ids"]), vectors, json.loads(meta["sources"]), meta.get("model", ""), meta
 
 
-def embedding_fingerprint(items: Sequence[dict], sequences: dict | None, collab_dim: int) -> str:
+def embedding_fingerprint(items: Sequence[dict], sequences: dict | None, collab_dim: int,
+                          source: str = "auto") -> str:
     from catalogue.encoder import TEXT_MODEL, item_text
 
-    h = hashlib.sha256(f"{TEXT_MODEL}|{collab_dim}|v1".encode())
+    # "auto" keeps the fingerprint it had before sources could be chosen, so existing caches stay valid
+    h = hashlib.sha256((f"{TEXT_MODEL}|{collab_dim}|v1" + ("" if source == "auto" else f"|{source}")).encode())
     for item in items:
         h.update(str(item["item_id"]).encode() + b"\x01" + item_text(item).encode() + b"\x00")
     if sequences:
@@ -299,16 +301,18 @@ def embedding_fingerprint(items: Sequence[dict], sequences: dict | None, collab_
 def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str | Path | None = None, *,
                     levels: int = 3, codes_per_level: int = 256, suffix_size: int = 32, iterations: int = 25,
                     capacity_factor: float = 1.0, spread_last_level: bool = True, seed: int = 0,
-                    batch_size: int = 128, collab_dim: int = 64,
+                    batch_size: int = 128, collab_dim: int = 64, embedding_source: str = "auto",
                     cache: Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
                     text_encoder_factory=None) -> tuple[ItemCatalogue, dict]:
-    """Embed (or reuse cached embeddings), fit codebooks, assign SIDs, report quality, save to out_dir."""
+    """Embed (or reuse cached embeddings), fit codebooks, assign SIDs, report quality, save to out_dir.
+
+    `embedding_source` is one of encoder.EMBEDDING_SOURCES (auto, text, collaborative)."""
     from catalogue.encoder import TextEncoder, embed_catalogue
 
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
     cache = cache or (out / "embeddings.safetensors" if out is not None else None)
-    fingerprint = embedding_fingerprint(items, sequences, collab_dim)
+    fingerprint = embedding_fingerprint(items, sequences, collab_dim, embedding_source)
     cached = load_embeddings_with_meta(cache, fingerprint) if cache is not None else None
     cached_seconds = None
     if cached is not None:
@@ -319,7 +323,7 @@ def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str 
         embed_seconds, embeddings_cached = 0.0, True
     else:
         result = embed_catalogue(items, sequences, text_encoder_factory or TextEncoder, batch_size=batch_size,
-                                 collab_dim=collab_dim, progress=progress, log=log)
+                                 collab_dim=collab_dim, progress=progress, log=log, source=embedding_source)
         item_ids, vectors, sources, model = result.item_ids, result.vectors, result.sources, result.model
         embed_seconds, embeddings_cached = result.seconds, False
         log(f"embedded {len(item_ids)} items in {embed_seconds:.1f}s: {result.counts}")
@@ -339,6 +343,7 @@ def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str 
         codes = codes[[order[i] for i in item_ids]]
         report["category_first_code_sharing"] = quality.same_group_prefix_ratio(codes, leaf, depth=1, seed=seed)
     report["embedding_model"] = model
+    report["embedding_source"] = embedding_source
     report["embedding_sources"] = {s: sources.count(s) for s in sorted(set(sources))}
     report["embed_seconds"] = embed_seconds
     report["embeddings_cached"] = embeddings_cached

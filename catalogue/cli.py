@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def register(commands, bench) -> None:
+    from catalogue.encoder import EMBEDDING_SOURCES  # numpy only, already loaded by the CLI
+
     cat = commands.add_parser("catalogue", help="item language: build SIDs, report their quality, assign new items")
     sub = cat.add_subparsers(dest="catalogue_command", metavar="ACTION")
     cat.set_defaults(func=lambda args: (cat.print_help(), 2)[1])
@@ -17,6 +19,11 @@ def register(commands, bench) -> None:
                    help="dataset folder (item_meta.jsonl and/or sequences.txt); sequences give items without text "
                         "a collaborative embedding")
     b.add_argument("--out", type=Path, required=True, help="catalogue folder to write")
+    b.add_argument("--embeddings", choices=EMBEDDING_SOURCES, default="auto",
+                   help="item vectors the SIDs are fitted on: text (MiniLM over titles), collaborative (PPMI/SVD "
+                        "over --dataset's sequences; better retrieval, but an item without interactions gets a "
+                        "hashed vector), or auto (text when at least half the items have a title)")
+    b.add_argument("--collab-dim", type=int, default=64, help="dimensions of the collaborative vectors")
     b.add_argument("--levels", type=int, default=3)
     b.add_argument("--codes", type=int, default=256, help="codes per level (K)")
     b.add_argument("--suffix-size", type=int, default=32)
@@ -78,7 +85,8 @@ def _build(args) -> int:
         _, report = build_catalogue(items, sequences, args.out, levels=args.levels, codes_per_level=args.codes,
                                     suffix_size=args.suffix_size, iterations=args.iterations, seed=args.seed,
                                     batch_size=args.batch_size, capacity_factor=args.capacity_factor,
-                                    spread_last_level=not args.no_spread)
+                                    spread_last_level=not args.no_spread, collab_dim=args.collab_dim,
+                                    embedding_source=args.embeddings)
     except (DatasetError, CatalogueError, TokenizerError, ValueError) as exc:
         if exc.__class__.__name__ == "CommandError":
             raise

@@ -37,16 +37,22 @@ def environment() -> dict:
 
 
 def prepare_catalogue(dataset_dir: Path, raw: dict[str, list[str]], split: LeaveOneOut, catalogue_dir: Path | None,
-                      cache_dir: Path, log: Callable[[str], None] = print):
-    """Load `catalogue_dir` when given, else build (once, cached under cache_dir) from item text and the
-    training sequences."""
+                      cache_dir: Path, log: Callable[[str], None] = print, sid_source: str = "auto"):
+    """Load `catalogue_dir` when given, else build (once, cached under cache_dir) from the training sequences
+    only. `sid_source` (catalogue.encoder.EMBEDDING_SOURCES): "collaborative" fits the SIDs on PPMI/SVD
+    co-occurrence vectors of those sequences, "text" on MiniLM vectors of the item titles, "auto" on text when
+    at least half the items have a title (Beauty), else collaborative (Sports)."""
     from catalogue.catalogue import ItemCatalogue, build_catalogue
     from catalogue.datasets import load_item_meta
+    from catalogue.encoder import EMBEDDING_SOURCES
 
+    if sid_source not in EMBEDDING_SOURCES:
+        raise ValueError(f"unknown SID source {sid_source!r}; choose one of {', '.join(EMBEDDING_SOURCES)}")
     if catalogue_dir is not None:
         log(f"loading catalogue {catalogue_dir}")
         return ItemCatalogue.load(catalogue_dir)
-    target = cache_dir / f"{dataset_dir.name}-train-only"
+    # "auto" keeps the folder name it had before SID sources could be chosen, so cached builds are reused
+    target = cache_dir / f"{dataset_dir.name}-train-only{'' if sid_source == 'auto' else '-' + sid_source}"
     if (target / "manifest.json").exists():
         log(f"reusing catalogue {target}")
         return ItemCatalogue.load(target)
@@ -55,8 +61,8 @@ def prepare_catalogue(dataset_dir: Path, raw: dict[str, list[str]], split: Leave
     all_items = sorted({i for seq in raw.values() for i in seq}, key=lambda s: (len(s), s))
     items = list(items) + [{"item_id": i} for i in all_items if i not in known]
     train_sequences = {u: [i for i, _ in events] for u, events in split.train.items()}
-    log(f"building catalogue for {len(items):,} items into {target} (text + training sequences only)")
-    catalogue, report = build_catalogue(items, train_sequences, target, log=log)
+    log(f"building catalogue for {len(items):,} items into {target} ({sid_source} SIDs, training sequences only)")
+    catalogue, report = build_catalogue(items, train_sequences, target, log=log, embedding_source=sid_source)
     log(f"catalogue: {json.dumps({k: v for k, v in report.items() if not isinstance(v, (dict, list))})}")
     return catalogue
 
@@ -65,8 +71,10 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
                 quick: bool = False, catalogue_dir: str | Path | None = None, work_dir: str | Path = "var/bench",
                 train_overrides: dict | None = None, sasrec_overrides: dict | None = None,
                 skip_sasrec: bool = False, test_users: int = 0, model_dir: str | Path | None = None,
-                log: Callable[[str], None] = print) -> dict:
-    """Train both models (or take sidstream from `model_dir`), score every test user, write the report."""
+                sid_source: str = "collaborative", log: Callable[[str], None] = print) -> dict:
+    """Train both models (or take sidstream from `model_dir`), score every test user, write the report.
+
+    Without `catalogue_dir` the catalogue is built from the training sequences with `sid_source` SIDs."""
     t_start = time.perf_counter()
     dataset = Path(dataset)
     work = Path(work_dir)
@@ -74,7 +82,7 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
     n_items = len({i for s in raw.values() for i in s})
     log(f"{dataset.name}: {len(raw):,} users, {n_items:,} items; leave-one-out")
     catalogue = prepare_catalogue(dataset, raw, split, Path(catalogue_dir) if catalogue_dir else None,
-                                  work / "catalogues", log)
+                                  work / "catalogues", log, sid_source=sid_source)
     missing = {i for s in raw.values() for i in s} - set(catalogue.item_ids)
     if missing:
         raise ValueError(f"{len(missing)} dataset items have no SID in the catalogue, e.g. {sorted(missing)[:5]}")
@@ -139,7 +147,9 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
         "sidstream": asdict(train_cfg), "generation": {"beam": 20, "top_k": 10, "exclude_seen": True},
         "sasrec": asdict(sas_cfg) if not skip_sasrec else None,
         "catalogue": {"version": vocab.version, "levels": vocab.levels, "codes_per_level": vocab.codes_per_level,
-                      "suffix_size": vocab.suffix_size, "items": len(catalogue.item_ids)},
+                      "suffix_size": vocab.suffix_size, "items": len(catalogue.item_ids),
+                      "path": str(catalogue_dir) if catalogue_dir else f"built ({sid_source} SIDs)",
+                      "embedding_model": catalogue.info.get("embedding_model")},
         "environment": environment(), "wall_seconds": round(time.perf_counter() - t_start, 1),
     }
     out = Path(out_file)

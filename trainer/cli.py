@@ -5,7 +5,11 @@ import argparse
 from pathlib import Path
 
 
+DEFAULT_SIDS = "collaborative"  # SIDs of catalogues built by `train pretrain` and `bench quality`
+
+
 def register(commands, bench) -> None:
+    from catalogue.encoder import EMBEDDING_SOURCES as SID_SOURCES
     from trainer.settings import TrainerSettings
 
     settings = TrainerSettings()
@@ -17,6 +21,10 @@ def register(commands, bench) -> None:
     p.add_argument("--dataset", required=True, type=Path, help="dataset dir with sequences.txt")
     p.add_argument("--out", required=True, type=Path, help="run dir: model/ (best), checkpoint/, train_log.jsonl")
     p.add_argument("--catalogue", type=Path, help="catalogue dir (default: build from the dataset, cached)")
+    p.add_argument("--sids", choices=SID_SOURCES, default=None,
+                   help=f"SIDs of the catalogue built when --catalogue is absent (default {DEFAULT_SIDS}): "
+                        "collaborative (co-occurrence in the training sequences; the best retrieval on Beauty) "
+                        "or text (MiniLM over titles; what cold items need); auto picks text when most items have one")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting, e.g. --set d_model=64 --set time_budget_s=600")
     p.add_argument("--no-resume", action="store_true", help="start over even when out/checkpoint exists")
@@ -28,7 +36,10 @@ def register(commands, bench) -> None:
     q.add_argument("--out", required=True, type=Path, help="JSON report")
     q.add_argument("--predictions", type=Path, help="top-10 per test user: user_id<TAB>item,item,...")
     q.add_argument("--quick", action="store_true", help="smoke run under 5 minutes (short training)")
-    q.add_argument("--catalogue", type=Path)
+    q.add_argument("--catalogue", type=Path, help="catalogue dir (default: build from the training sequences, cached)")
+    q.add_argument("--sids", choices=SID_SOURCES, default=None,
+                   help=f"SIDs of the catalogue built when --catalogue is absent (default {DEFAULT_SIDS}); "
+                        "see `train pretrain --help`")
     q.add_argument("--work-dir", type=Path, default=settings.bench_dir, help="catalogue cache and run folders")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sidstream training setting")
     q.add_argument("--sasrec-set", action="append", default=[], metavar="KEY=VALUE", help="SASRec setting")
@@ -76,16 +87,27 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def sid_source(args: argparse.Namespace) -> str:
+    """--sids, refused next to --catalogue (whose SIDs are already fixed)."""
+    from deploy.cli import CommandError
+
+    if args.sids is not None and args.catalogue is not None:
+        raise CommandError("--sids chooses how to build a catalogue; --catalogue already gives one: pass only one")
+    return args.sids or DEFAULT_SIDS
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from deploy.cli import CommandError
     from trainer.bench_quality import prepare_catalogue
     from trainer.data import DataError, Tokenizer, load_amazon_split
     from trainer.pretrain import TrainConfig, pretrain
 
+    sids = sid_source(args)
     try:
         config = TrainConfig.from_overrides(**parse_overrides(args.set))
         raw, split = load_amazon_split(args.dataset)
-        catalogue = prepare_catalogue(args.dataset, raw, split, args.catalogue, args.work_dir / "catalogues")
+        catalogue = prepare_catalogue(args.dataset, raw, split, args.catalogue, args.work_dir / "catalogues",
+                                      sid_source=sids)
         result = pretrain(split, Tokenizer(catalogue.vocab, catalogue.tokens_of), catalogue.trie, config, args.out,
                           resume=not args.no_resume)
     except (DataError, ValueError) as exc:
@@ -98,6 +120,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
     from deploy.cli import CommandError
     from trainer.bench_quality import run_quality
 
+    sids = sid_source(args)
     train = parse_overrides(args.set)
     sasrec = parse_overrides(args.sasrec_set)
     if args.time_budget is not None:
@@ -108,7 +131,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
     try:
         run_quality(args.dataset, args.out, args.predictions, quick=args.quick, catalogue_dir=args.catalogue,
                     work_dir=args.work_dir, train_overrides=train, sasrec_overrides=sasrec,
-                    skip_sasrec=args.skip_sasrec, model_dir=args.model)
+                    skip_sasrec=args.skip_sasrec, model_dir=args.model, sid_source=sids)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     return 0

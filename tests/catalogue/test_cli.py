@@ -38,6 +38,27 @@ def test_build_report_from_sequences_only(tmp_path, sequences_only_dataset, caps
     assert "not text embeddings" in capsys.readouterr().err
 
 
+def test_build_collaborative_sids_for_items_with_text(tmp_path, sequences_only_dataset, capsys):
+    titles = "".join(json.dumps({"item_id": str(i), "title": f"product {i}"}) + "\n" for i in range(1, 121))
+    (sequences_only_dataset / "item_meta.jsonl").write_text(titles)
+    out = tmp_path / "cat"
+    assert main(["catalogue", "build", "--dataset", str(sequences_only_dataset), "--out", str(out), "--levels", "2",
+                 "--codes", "8", "--suffix-size", "16", "--iterations", "5", "--embeddings", "collaborative",
+                 "--collab-dim", "16"]) == 0
+    report = json.loads((out / "quality.json").read_text())
+    assert report["embedding_sources"] == {"svd": 120} and report["embedding_source"] == "collaborative"
+    assert report["embedding_model"] == "ppmi-svd-16"
+    capsys.readouterr()
+    # text SIDs for a dataset without titles: refused with the reason
+    assert main(["catalogue", "build", "--dataset", str(sequences_only_dataset), "--items", str(tmp_path / "none.jsonl"),
+                 "--out", str(tmp_path / "x"), "--embeddings", "text"]) == 1
+    assert "not found" in capsys.readouterr().err
+    (sequences_only_dataset / "item_meta.jsonl").unlink()
+    assert main(["catalogue", "build", "--dataset", str(sequences_only_dataset), "--out", str(tmp_path / "x"),
+                 "--embeddings", "text"]) == 1
+    assert "no item has a title" in capsys.readouterr().err
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main(["catalogue", "build", "--out", str(tmp_path / "x")]) == 1
     assert "--items" in capsys.readouterr().err

@@ -93,6 +93,52 @@ def test_embed_catalogue_without_text_uses_svd_and_without_anything_fails():
         embed_catalogue([{"item_id": "1"}], None, log=lambda m: None)
 
 
+class ForbiddenTextEncoder:
+    def __init__(self):
+        raise AssertionError("the text encoder must not be loaded for collaborative embeddings")
+
+
+def test_embedding_source_forces_collaborative_or_text():
+    seqs, ids = two_communities()
+    titled = [{"item_id": i, "title": f"title {i}"} for i in ids]
+    collab = embed_catalogue(titled, seqs, text_encoder_factory=ForbiddenTextEncoder, collab_dim=8, progress=False,
+                             log=lambda m: None, source="collaborative")
+    assert collab.counts["svd"] == 40 and collab.counts["text"] == 0 and collab.model.startswith("ppmi-svd")
+    # auto on the same items would have used text; "text" forces it even when most items have none
+    mostly_untitled = titled[:5] + [{"item_id": i} for i in ids[5:]]
+    text = embed_catalogue(mostly_untitled, seqs, text_encoder_factory=StubTextEncoder, progress=False,
+                           log=lambda m: None, source="text")
+    assert text.counts["text"] == 5 and text.counts["svd"] == 0
+    auto = embed_catalogue(mostly_untitled, seqs, text_encoder_factory=StubTextEncoder, collab_dim=8, progress=False,
+                           log=lambda m: None)
+    assert auto.counts["svd"] == 40
+
+
+def test_embedding_source_errors():
+    seqs, ids = two_communities()
+    with pytest.raises(ValueError, match="no item has a title"):
+        embed_catalogue([{"item_id": i} for i in ids], seqs, text_encoder_factory=StubTextEncoder,
+                        log=lambda m: None, source="text")
+    with pytest.raises(ValueError, match="collaborative embeddings were asked for and no interaction sequences"):
+        embed_catalogue([{"item_id": "1", "title": "a"}], None, log=lambda m: None, source="collaborative")
+    with pytest.raises(ValueError, match="unknown embedding source 'clip'"):
+        embed_catalogue([{"item_id": "1", "title": "a"}], None, log=lambda m: None, source="clip")
+
+
+def test_embedding_fingerprint_depends_on_the_source_and_auto_keeps_its_old_value():
+    import hashlib
+
+    from catalogue.catalogue import embedding_fingerprint
+    from catalogue.encoder import TEXT_MODEL
+
+    items = [{"item_id": "1", "title": "a"}]
+    prints = {s: embedding_fingerprint(items, None, 64, s) for s in ("auto", "text", "collaborative")}
+    assert len(set(prints.values())) == 3
+    legacy = hashlib.sha256(f"{TEXT_MODEL}|64|v1".encode())
+    legacy.update(b"1" + b"\x01" + item_text(items[0]).encode() + b"\x00")
+    assert prints["auto"] == legacy.hexdigest()  # caches written before sources existed stay valid
+
+
 @pytest.mark.slow
 def test_real_text_encoder_similar_titles_are_close():
     from catalogue.encoder import TextEncoder

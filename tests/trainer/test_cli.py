@@ -38,6 +38,24 @@ def test_train_pretrain_cli(tiny_dataset, tmp_path, capsys):
     assert "best validation" in capsys.readouterr().out
 
 
+def test_train_pretrain_builds_collaborative_sids_by_default(tiny_dataset, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "shop"  # about 300 items: enough for the built catalogue's 256 codes per level
+    data.mkdir()
+    lines = [" ".join([str(u)] + [str(i) for i in rng.choice(300, size=5, replace=False) + 1]) for u in range(1, 301)]
+    (data / "sequences.txt").write_text("\n".join(lines) + "\n")
+    work = tmp_path / "w"
+    assert main(["train", "pretrain", "--dataset", str(data), "--out", str(tmp_path / "run"),
+                 "--work-dir", str(work)] + SMALL) == 0
+    built = ItemCatalogue.load(work / "catalogues" / "shop-train-only-collaborative")
+    assert built.info["embedding_model"].startswith("ppmi-svd")
+    assert set(built.item_ids) == {i for line in lines for i in line.split()[1:]}
+    capsys.readouterr()
+    assert main(["train", "pretrain", "--dataset", str(data), "--out", str(tmp_path / "run2"), "--sids", "text",
+                 "--catalogue", str(tmp_path / "cat")]) == 1
+    assert "pass only one" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_bench_quality_cli_writes_report_and_predictions(tiny_dataset, tmp_path):
     data, cat = tiny_dataset
