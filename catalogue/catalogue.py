@@ -289,7 +289,7 @@ def embedding_fingerprint(items: Sequence[dict], sequences: dict | None, collab_
     from catalogue.encoder import TEXT_MODEL, item_text
 
     # "auto" keeps the fingerprint it had before sources could be chosen, so existing caches stay valid
-    h = hashlib.sha256((f"{TEXT_MODEL}|{collab_dim}|v1" + ("" if source == "auto" else f"|{source}")).encode())
+    h = hashlib.sha256((f"{TEXT_MODEL}|{collab_dim}|v1" + ("" if source == "auto" else f"|{source}\x00")).encode())
     for item in items:
         h.update(str(item["item_id"]).encode() + b"\x01" + item_text(item).encode() + b"\x00")
     if sequences:
@@ -350,7 +350,8 @@ def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str 
     report["embed_seconds_when_cached"] = cached_seconds
     report["fit_seconds"] = cat.info["fit_seconds"]
     report["build_seconds"] = time.perf_counter() - t0
-    cat.info.update(embedding_model=model, embedding_sources=report["embedding_sources"])
+    cat.info.update(embedding_model=model, embedding_source=embedding_source,
+                    embedding_sources=report["embedding_sources"])
     if out is not None:
         cat.save(out)
         (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")

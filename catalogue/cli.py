@@ -23,7 +23,7 @@ def register(commands, bench) -> None:
                    help="item vectors the SIDs are fitted on: text (MiniLM over titles), collaborative (PPMI/SVD "
                         "over --dataset's sequences; better retrieval, but an item without interactions gets a "
                         "hashed vector), or auto (text when at least half the items have a title)")
-    b.add_argument("--collab-dim", type=int, default=64, help="dimensions of the collaborative vectors")
+    b.add_argument("--collab-dim", type=_positive_int, default=64, help="dimensions of the collaborative vectors")
     b.add_argument("--levels", type=int, default=3)
     b.add_argument("--codes", type=int, default=256, help="codes per level (K)")
     b.add_argument("--suffix-size", type=int, default=32)
@@ -56,6 +56,18 @@ def register(commands, bench) -> None:
     bc.add_argument("--workdir", type=Path, default=None,
                     help="where the built catalogue and embedding cache go (default var/bench/catalogue/<dataset>)")
     bc.set_defaults(func=_bench)
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _error(message: str):

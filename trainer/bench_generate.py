@@ -57,11 +57,12 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
     from catalogue.trie import SidTrie
     from catalogue.vocab import Vocabulary
     from trainer import registry
-    from trainer.bench_quality import environment, prepare_catalogue
+    from trainer.bench_quality import check_model_vocab, environment, prepare_catalogue
     from trainer.data import load_amazon_split
     from trainer.model import Transformer
     from trainer.pretrain import TrainConfig, model_config_for
     from trainer.sasrec import SasrecConfig
+    from trainer.settings import DEFAULT_SID_SOURCE
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -79,8 +80,11 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
             catalogue = ItemCatalogue.load(catalogue_dir)
         else:
             raw, split = load_amazon_split(dataset)
-            catalogue = prepare_catalogue(dataset, raw, split, None, Path(work_dir) / "catalogues", log)
+            catalogue = prepare_catalogue(dataset, raw, split, None, Path(work_dir) / "catalogues", log,
+                                          sid_source=DEFAULT_SID_SOURCE)
         vocab = catalogue.vocab
+        if model_dir:
+            check_model_vocab(registry.load_vocab(manifest), vocab, model_dir, catalogue_dir)
         net = model or Transformer(model_config_for(TrainConfig(), vocab)).eval()
         report["catalogue"] = _case("catalogue", vocab, catalogue.trie, catalogue.item_ids, net, window, history,
                                  repeats, SasrecConfig(), rng, log)

@@ -21,6 +21,7 @@ import torch
 from trainer.data import LeaveOneOut, Tokenizer, load_amazon_split
 from trainer.pretrain import TrainConfig, evaluate_generation, pretrain
 from trainer.sasrec import SasrecConfig, evaluate as evaluate_sasrec, train_sasrec
+from trainer.settings import DEFAULT_SID_SOURCE
 
 # Quick: a smoke run that finishes in under 5 minutes on 2 shared cores (numbers are far from converged).
 QUICK_TRAIN = dict(time_budget_s=75.0, max_epochs=100, val_users=500, eval_every=2, patience=3, eval_beam=10,
@@ -71,7 +72,7 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
                 quick: bool = False, catalogue_dir: str | Path | None = None, work_dir: str | Path = "var/bench",
                 train_overrides: dict | None = None, sasrec_overrides: dict | None = None,
                 skip_sasrec: bool = False, test_users: int = 0, model_dir: str | Path | None = None,
-                sid_source: str = "collaborative", log: Callable[[str], None] = print) -> dict:
+                sid_source: str = DEFAULT_SID_SOURCE, log: Callable[[str], None] = print) -> dict:
     """Train both models (or take sidstream from `model_dir`), score every test user, write the report.
 
     Without `catalogue_dir` the catalogue is built from the training sequences with `sid_source` SIDs."""
@@ -95,8 +96,7 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
         from trainer.pretrain import TrainResult
 
         model, manifest = registry.load_model(model_dir)
-        if registry.load_vocab(manifest).to_json() != vocab.to_json():
-            raise ValueError(f"model {model_dir} was trained on another vocabulary than catalogue {vocab.version}")
+        check_model_vocab(registry.load_vocab(manifest), vocab, model_dir, catalogue_dir)
         train_cfg = TrainConfig.from_overrides(**manifest.get("train_config", {}))
         result = TrainResult(model, manifest["metrics"].get("val", {}), manifest.get("epoch", 0), manifest["step"],
                              manifest.get("train_seconds"))
@@ -157,6 +157,15 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
     out.write_text(json.dumps(report, indent=2) + "\n")
     log(f"wrote {out}" + (f" and {predictions_file}" if predictions_file else ""))
     return report
+
+
+def check_model_vocab(model_vocab, vocab, model_dir, catalogue_dir) -> None:
+    """A model only decodes the catalogue it was trained on; say how to get that one when it is another."""
+    if model_vocab.to_json() != vocab.to_json():
+        hint = "" if catalogue_dir else (" (built here from the dataset; pass the --catalogue, or the --sids, the model"
+                                         " was trained with)")
+        raise ValueError(f"model {model_dir} was trained on catalogue {model_vocab.version}, not on catalogue "
+                         f"{vocab.version}{hint}")
 
 
 def fmt(metrics: dict) -> str:

@@ -5,12 +5,9 @@ import argparse
 from pathlib import Path
 
 
-DEFAULT_SIDS = "collaborative"  # SIDs of catalogues built by `train pretrain` and `bench quality`
-
-
 def register(commands, bench) -> None:
     from catalogue.encoder import EMBEDDING_SOURCES as SID_SOURCES
-    from trainer.settings import TrainerSettings
+    from trainer.settings import DEFAULT_SID_SOURCE, TrainerSettings
 
     settings = TrainerSettings()
     train = commands.add_parser("train", help="train the generative model")
@@ -22,9 +19,10 @@ def register(commands, bench) -> None:
     p.add_argument("--out", required=True, type=Path, help="run dir: model/ (best), checkpoint/, train_log.jsonl")
     p.add_argument("--catalogue", type=Path, help="catalogue dir (default: build from the dataset, cached)")
     p.add_argument("--sids", choices=SID_SOURCES, default=None,
-                   help=f"SIDs of the catalogue built when --catalogue is absent (default {DEFAULT_SIDS}): "
+                   help=f"SIDs of the catalogue built when --catalogue is absent (default {DEFAULT_SID_SOURCE}): "
                         "collaborative (co-occurrence in the training sequences; the best retrieval on Beauty) "
-                        "or text (MiniLM over titles; what cold items need); auto picks text when most items have one")
+                        "or text (MiniLM over titles; what cold items need); auto picks text when at least half the items have "
+                        "a title")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting, e.g. --set d_model=64 --set time_budget_s=600")
     p.add_argument("--no-resume", action="store_true", help="start over even when out/checkpoint exists")
@@ -38,7 +36,7 @@ def register(commands, bench) -> None:
     q.add_argument("--quick", action="store_true", help="smoke run under 5 minutes (short training)")
     q.add_argument("--catalogue", type=Path, help="catalogue dir (default: build from the training sequences, cached)")
     q.add_argument("--sids", choices=SID_SOURCES, default=None,
-                   help=f"SIDs of the catalogue built when --catalogue is absent (default {DEFAULT_SIDS}); "
+                   help=f"SIDs of the catalogue built when --catalogue is absent (default {DEFAULT_SID_SOURCE}); "
                         "see `train pretrain --help`")
     q.add_argument("--work-dir", type=Path, default=settings.bench_dir, help="catalogue cache and run folders")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sidstream training setting")
@@ -93,7 +91,9 @@ def sid_source(args: argparse.Namespace) -> str:
 
     if args.sids is not None and args.catalogue is not None:
         raise CommandError("--sids chooses how to build a catalogue; --catalogue already gives one: pass only one")
-    return args.sids or DEFAULT_SIDS
+    from trainer.settings import DEFAULT_SID_SOURCE
+
+    return args.sids or DEFAULT_SID_SOURCE
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -138,10 +138,14 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
 
 def _bench_generate(args: argparse.Namespace) -> int:
+    from deploy.cli import CommandError
     from trainer.bench_generate import run_generate
 
-    run_generate(args.out, model_dir=args.model, catalogue_dir=args.catalogue, dataset=args.dataset,
-                 large_items=args.large_items, history=args.history, repeats=args.repeats, threads=args.threads)
+    try:
+        run_generate(args.out, model_dir=args.model, catalogue_dir=args.catalogue, dataset=args.dataset,
+                     large_items=args.large_items, history=args.history, repeats=args.repeats, threads=args.threads)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 

@@ -5,6 +5,10 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# SIDs of the catalogues that `train pretrain`, `bench quality` and `bench generate` build from a dataset
+# (README: on Beauty, collaborative SIDs gave 30% more test Recall@10 than text SIDs at the same training time)
+DEFAULT_SID_SOURCE = "collaborative"
+
 
 class TrainerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SIDSTREAM_", extra="ignore")

@@ -145,3 +145,17 @@ def test_build_pipeline_with_cache_and_update_semantics(tmp_path):
                                      text_encoder_factory=None)
     assert report2["embeddings_cached"] is True
     assert {i: again.codes_of(i) for i in again.item_ids} == {i: cat.codes_of(i) for i in cat.item_ids}
+
+
+def test_cached_embeddings_are_not_reused_for_another_source(tmp_path):
+    rng = np.random.default_rng(0)
+    items = [{"item_id": str(i), "title": f"product {i}"} for i in range(40)]
+    sequences = {f"u{u}": [str(i) for i in rng.choice(40, size=5, replace=False)] for u in range(60)}
+    kw = dict(levels=2, codes_per_level=4, suffix_size=16, iterations=5, progress=False, log=lambda m: None,
+              text_encoder_factory=StubTextEncoder)
+    _, text = build_catalogue(items, sequences, tmp_path / "c", embedding_source="text", **kw)
+    cat, collab = build_catalogue(items, sequences, tmp_path / "c", embedding_source="collaborative", **kw)
+    assert text["embedding_sources"] == {"text": 40} and collab["embedding_sources"] == {"svd": 40}
+    assert collab["embeddings_cached"] is False and cat.info["embedding_source"] == "collaborative"
+    _, again = build_catalogue(items, sequences, tmp_path / "c", embedding_source="collaborative", **kw)
+    assert again["embeddings_cached"] is True

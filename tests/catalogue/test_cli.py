@@ -49,10 +49,11 @@ def test_build_collaborative_sids_for_items_with_text(tmp_path, sequences_only_d
     assert report["embedding_sources"] == {"svd": 120} and report["embedding_source"] == "collaborative"
     assert report["embedding_model"] == "ppmi-svd-16"
     capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse: "expected a positive integer"
+        main(["catalogue", "build", "--dataset", str(sequences_only_dataset), "--out", str(tmp_path / "x"),
+              "--collab-dim", "0"])
+    assert "positive integer" in capsys.readouterr().err
     # text SIDs for a dataset without titles: refused with the reason
-    assert main(["catalogue", "build", "--dataset", str(sequences_only_dataset), "--items", str(tmp_path / "none.jsonl"),
-                 "--out", str(tmp_path / "x"), "--embeddings", "text"]) == 1
-    assert "not found" in capsys.readouterr().err
     (sequences_only_dataset / "item_meta.jsonl").unlink()
     assert main(["catalogue", "build", "--dataset", str(sequences_only_dataset), "--out", str(tmp_path / "x"),
                  "--embeddings", "text"]) == 1

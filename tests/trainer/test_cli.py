@@ -38,22 +38,40 @@ def test_train_pretrain_cli(tiny_dataset, tmp_path, capsys):
     assert "best validation" in capsys.readouterr().out
 
 
-def test_train_pretrain_builds_collaborative_sids_by_default(tiny_dataset, tmp_path, capsys):
+def test_train_pretrain_builds_collaborative_sids_by_default(tmp_path, capsys):
     rng = np.random.default_rng(1)
     data = tmp_path / "shop"  # about 300 items: enough for the built catalogue's 256 codes per level
     data.mkdir()
     lines = [" ".join([str(u)] + [str(i) for i in rng.choice(300, size=5, replace=False) + 1]) for u in range(1, 301)]
     (data / "sequences.txt").write_text("\n".join(lines) + "\n")
+    # every item has a title, so "auto" would have taken text: collaborative must be the default
+    (data / "item_meta.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"product {i}"}) + "\n"
+                                                  for i in range(1, 301)))
     work = tmp_path / "w"
     assert main(["train", "pretrain", "--dataset", str(data), "--out", str(tmp_path / "run"),
                  "--work-dir", str(work)] + SMALL) == 0
     built = ItemCatalogue.load(work / "catalogues" / "shop-train-only-collaborative")
-    assert built.info["embedding_model"].startswith("ppmi-svd")
-    assert set(built.item_ids) == {i for line in lines for i in line.split()[1:]}
+    assert built.info["embedding_model"].startswith("ppmi-svd") and built.info["embedding_source"] == "collaborative"
+    assert set(built.item_ids) == {str(i) for i in range(1, 301)}  # the titled ones, interactions or not
     capsys.readouterr()
     assert main(["train", "pretrain", "--dataset", str(data), "--out", str(tmp_path / "run2"), "--sids", "text",
                  "--catalogue", str(tmp_path / "cat")]) == 1
     assert "pass only one" in capsys.readouterr().err
+    assert main(["bench", "quality", "--dataset", str(data), "--out", str(tmp_path / "q.json"), "--sids", "auto",
+                 "--catalogue", str(tmp_path / "cat")]) == 1
+    assert "pass only one" in capsys.readouterr().err
+
+
+def test_a_model_on_another_catalogue_is_refused_with_what_to_pass():
+    from catalogue.vocab import Vocabulary
+    from trainer.bench_quality import check_model_vocab
+
+    trained_on, built = Vocabulary(version="aaaa"), Vocabulary(version="bbbb")
+    check_model_vocab(trained_on, Vocabulary(version="aaaa"), "run/model", None)
+    with pytest.raises(ValueError, match=r"catalogue aaaa, not on catalogue bbbb \(built here.*--sids"):
+        check_model_vocab(trained_on, built, "run/model", None)
+    with pytest.raises(ValueError, match=r"not on catalogue bbbb$"):
+        check_model_vocab(trained_on, built, "run/model", "cat")
 
 
 @pytest.mark.slow
@@ -106,3 +124,10 @@ def test_bench_quality_can_score_a_trained_model(tiny_dataset, tmp_path):
     assert report["sidstream"]["invalid_generations"] == 0
     assert isinstance(report["sidstream"]["train_seconds"], float)  # read from the model manifest
     assert "sasrec" not in report
+
+
+def test_prepare_catalogue_refuses_an_unknown_sid_source(tmp_path):
+    from trainer.bench_quality import prepare_catalogue
+
+    with pytest.raises(ValueError, match="unknown SID source 'clip'; choose one of auto, text, collaborative"):
+        prepare_catalogue(tmp_path, {}, None, None, tmp_path, sid_source="clip")
