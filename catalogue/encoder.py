@@ -277,6 +277,6 @@ def embed_catalogue(items: Sequence[dict], sequences: dict[str, list[str]] | Non
         vectors[i] = hashed_vector(item_ids[i], vectors.shape[1])
     counts = {s: sources.count(s) for s in ("text", "cooccurrence", "metadata", "svd", "hash")}
     if counts["hash"]:
-        lacked = "interactions" if source == "collaborative" else "neither text nor interactions"
+        lacked = "no interactions" if source == "collaborative" else "neither text nor interactions"
         log(f"warning: {counts['hash']} item(s) had {lacked}; they got hashed random vectors")
     return EmbeddingResult(item_ids, vectors, sources, model, time.perf_counter() - t0, counts)

@@ -100,10 +100,12 @@ class ForbiddenTextEncoder:
 
 def test_embedding_source_forces_collaborative_or_text():
     seqs, ids = two_communities()
-    titled = [{"item_id": i, "title": f"title {i}"} for i in ids]
+    titled = [{"item_id": i, "title": f"title {i}"} for i in ids] + [{"item_id": "lonely", "title": "never bought"}]
+    logs = []
     collab = embed_catalogue(titled, seqs, text_encoder_factory=ForbiddenTextEncoder, collab_dim=8, progress=False,
-                             log=lambda m: None, source="collaborative")
+                             log=logs.append, source="collaborative")
     assert collab.counts["svd"] == 40 and collab.counts["text"] == 0 and collab.model.startswith("ppmi-svd")
+    assert collab.counts["hash"] == 1 and "1 item(s) had no interactions; they got hashed" in logs[-1]
     # auto on the same items would have used text; "text" forces it even when most items have none
     mostly_untitled = titled[:5] + [{"item_id": i} for i in ids[5:]]
     text = embed_catalogue(mostly_untitled, seqs, text_encoder_factory=StubTextEncoder, progress=False,
