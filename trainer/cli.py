@@ -21,8 +21,8 @@ def register(commands, bench) -> None:
     p.add_argument("--sids", choices=SID_SOURCES, default=None,
                    help=f"SIDs of the catalogue built when --catalogue is absent (default {DEFAULT_SID_SOURCE}): "
                         "collaborative (co-occurrence in the training sequences; the best retrieval on Beauty) "
-                        "or text (MiniLM over titles; what cold items need); auto picks text when at least half the items have "
-                        "a title")
+                        "or text (MiniLM over titles; what cold items need); auto picks text when at least half "
+                        "the items have a title")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting, e.g. --set d_model=64 --set time_budget_s=600")
     p.add_argument("--no-resume", action="store_true", help="start over even when out/checkpoint exists")
@@ -88,11 +88,10 @@ def parse_overrides(pairs: list[str]) -> dict:
 def sid_source(args: argparse.Namespace) -> str:
     """--sids, refused next to --catalogue (whose SIDs are already fixed)."""
     from deploy.cli import CommandError
+    from trainer.settings import DEFAULT_SID_SOURCE
 
     if args.sids is not None and args.catalogue is not None:
         raise CommandError("--sids chooses how to build a catalogue; --catalogue already gives one: pass only one")
-    from trainer.settings import DEFAULT_SID_SOURCE
-
     return args.sids or DEFAULT_SID_SOURCE
 
 
