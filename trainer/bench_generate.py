@@ -84,7 +84,7 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
                                           sid_source=DEFAULT_SID_SOURCE)
         vocab = catalogue.vocab
         if model_dir:
-            check_model_vocab(registry.load_vocab(manifest), vocab, model_dir, catalogue_dir)
+            check_model_vocab(registry.load_vocab(manifest), vocab, model_dir, catalogue_dir, can_pass_sids=False)
         net = model or Transformer(model_config_for(TrainConfig(), vocab)).eval()
         report["catalogue"] = _case("catalogue", vocab, catalogue.trie, catalogue.item_ids, net, window, history,
                                  repeats, SasrecConfig(), rng, log)

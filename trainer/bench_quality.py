@@ -159,11 +159,14 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
     return report
 
 
-def check_model_vocab(model_vocab, vocab, model_dir, catalogue_dir) -> None:
-    """A model only decodes the catalogue it was trained on; say how to get that one when it is another."""
+def check_model_vocab(model_vocab, vocab, model_dir, catalogue_dir, can_pass_sids: bool = True) -> None:
+    """A model only decodes the catalogue it was trained on; say how to get that one when it is another.
+
+    `can_pass_sids`: the command has a --sids option (bench generate has only --catalogue).
+    """
     if model_vocab.to_json() != vocab.to_json():
-        hint = "" if catalogue_dir else (" (built here from the dataset; pass the --catalogue, or the --sids, the model"
-                                         " was trained with)")
+        flags = "the --catalogue, or the --sids," if can_pass_sids else "the --catalogue"
+        hint = "" if catalogue_dir else f" (built here from the dataset; pass {flags} the model was trained with)"
         raise ValueError(f"model {model_dir} was trained on catalogue {model_vocab.version}, not on catalogue "
                          f"{vocab.version}{hint}")
 

@@ -62,6 +62,8 @@ def register(commands, bench) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--quick", action="store_true")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training setting")
+    a.add_argument("--world", action="append", default=[], metavar="KEY=VALUE",
+                   help="synthetic world setting: users, items, drift, events_per_user=LO-HI, ... (WorldConfig)")
     a.set_defaults(func=_bench_actions)
 
 
@@ -149,7 +151,13 @@ def _bench_generate(args: argparse.Namespace) -> int:
 
 
 def _bench_actions(args: argparse.Namespace) -> int:
-    from trainer.synthetic import run_action_bench
+    from deploy.cli import CommandError
+    from trainer.synthetic import check_action_bench_settings, run_action_bench
 
-    run_action_bench(args.out, seed=args.seed, quick=args.quick, overrides=parse_overrides(args.set))
+    train, world = parse_overrides(args.set), parse_overrides(args.world)
+    try:  # settings are checked here, before minutes of simulation and training
+        check_action_bench_settings(args.seed, args.quick, train, world)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    run_action_bench(args.out, seed=args.seed, quick=args.quick, overrides=train, world_overrides=world)
     return 0

@@ -58,7 +58,20 @@ class TrainConfig:
         unknown = set(overrides) - set(data)
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(data)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for key, value in given.items():  # a mistyped value fails here, not minutes into training
+            default = data[key]
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                raise ValueError(f"training setting {key} must be {type(default).__name__}, got {value!r}")
+        data.update(given)
         return cls(**data)
 
 

@@ -72,6 +72,8 @@ def test_a_model_on_another_catalogue_is_refused_with_what_to_pass():
         check_model_vocab(trained_on, built, "run/model", None)
     with pytest.raises(ValueError, match=r"not on catalogue bbbb$"):
         check_model_vocab(trained_on, built, "run/model", "cat")
+    with pytest.raises(ValueError, match=r"pass the --catalogue the model was trained with\)$"):
+        check_model_vocab(trained_on, built, "run/model", None, can_pass_sids=False)  # bench generate: no --sids
 
 
 @pytest.mark.slow
@@ -97,6 +99,21 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["train", "pretrain", "--dataset", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "sidstream: error:" in capsys.readouterr().err
     assert main(["train", "pretrain", "--dataset", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "x"]) == 1
+
+
+def test_bench_actions_refuses_bad_settings_before_simulating(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    assert main(["bench", "actions", "--out", str(out), "--world", "userz=10"]) == 1
+    assert "unknown world settings ['userz']" in capsys.readouterr().err
+    assert main(["bench", "actions", "--out", str(out), "--set", "d_modl=8"]) == 1
+    assert "unknown training settings ['d_modl']" in capsys.readouterr().err
+    assert main(["bench", "actions", "--out", str(out), "--world", "events_per_user=9"]) == 1
+    assert "LO-HI" in capsys.readouterr().err
+    assert main(["bench", "actions", "--out", str(out), "--set", "d_model=abc", "--world", "drift=0.1"]) == 1
+    captured = capsys.readouterr()
+    assert "training setting d_model must be int, got 'abc'" in captured.err
+    assert "simulating" not in captured.out  # refused before any work
+    assert not out.exists()
 
 
 @pytest.mark.slow
@@ -131,3 +148,26 @@ def test_prepare_catalogue_refuses_an_unknown_sid_source(tmp_path):
 
     with pytest.raises(ValueError, match="unknown SID source 'clip'; choose one of auto, text, collaborative"):
         prepare_catalogue(tmp_path, {}, None, None, tmp_path, sid_source="clip")
+
+
+@pytest.mark.slow
+def test_bench_actions_cli_reports_model_ceiling_and_references(tmp_path):
+    out = tmp_path / "a.json"
+    world = ["users=60", "items=120", "events_per_user=8-12", "topics=3", "subtopics=2"]
+    train = ["d_model=16", "n_layers=1", "n_heads=2", "max_epochs=2", "batch_size=16", "threads=1", "val_users=5"]
+    args = ["bench", "actions", "--quick", "--out", str(out)]
+    for setting in world:
+        args += ["--world", setting]
+    for setting in train:
+        args += ["--set", setting]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["configuration"]["world"]["users"] == 60
+    assert report["configuration"]["world"]["events_per_user"] == [8, 12]
+    assert 12 * 8 <= report["events_scored"] <= 12 * 12  # every event of the 12 held-out users (20%)
+    for action in ("click", "downvote", "like"):
+        row = report[action]
+        for key in ("auc", "ceiling_auc", "history_reference_auc", "item_prior_auc"):
+            assert 0.0 <= row[key] <= 1.0, (action, key, row[key])
+        assert row["ceiling_auc"] > 0.5  # the ground truth ranks its own samples better than chance
+        assert row["ratio_to_ceiling"] == pytest.approx(row["auc"] / row["ceiling_auc"], abs=1e-3)

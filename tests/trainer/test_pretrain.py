@@ -44,6 +44,11 @@ def test_learning_rate_schedule():
     assert learning_rate(cfg, 50, 1.0) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="unknown training settings"):
         TrainConfig.from_overrides(nope=1)
+    for key, bad in [("d_model", "abc"), ("window_events", 2.5), ("lr", True), ("event_context", 1),
+                     ("softmax", 3)]:
+        with pytest.raises(ValueError, match=f"training setting {key} must be"):
+            TrainConfig.from_overrides(**{key: bad})
+    assert TrainConfig.from_overrides(time_budget_s=900, lr=1, softmax="full").time_budget_s == 900  # int for float
 
 
 def test_pretrain_learns_checkpoints_and_resumes(tmp_path):

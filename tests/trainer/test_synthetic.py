@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from trainer.synthetic import (WORLD_ACTIONS, SyntheticWorld, WorldConfig, action_probabilities, by_user,
-                               history_reference_probs, predicted_action_probs)
+from trainer.synthetic import (WORLD_ACTIONS, Interaction, SyntheticWorld, WorldConfig, action_probabilities,
+                               bench_world_config, by_user, history_reference_probs, item_prior_probs,
+                               predicted_action_probs)
 
 
 def small(seed=0):
@@ -123,3 +124,39 @@ def test_history_reference_uses_only_the_past_and_beats_chance_on_downvotes():
         scores.extend(history_reference_probs(world, user_events)[:, WORLD_ACTIONS.index("downvote")])
         labels.extend(e.action == "downvote" for e in user_events)
     assert auc(np.array(scores), np.array(labels)) > 0.6
+
+
+def test_bench_world_config_applies_overrides_and_refuses_bad_ones():
+    assert bench_world_config(3, quick=True).users == 800
+    cfg = bench_world_config(0, overrides={"users": 5000, "drift": 0.0, "events_per_user": "30-50"})
+    assert (cfg.users, cfg.drift, cfg.events_per_user, cfg.items) == (5000, 0.0, (30, 50), 3000)
+    assert bench_world_config(0, overrides={"events_per_user": (5, 9)}).events_per_user == (5, 9)  # a pair too
+
+
+def test_a_tiny_world_whose_users_see_every_item_still_simulates():
+    world = SyntheticWorld(WorldConfig(seed=0, items=4, users=5, events_per_user=(8, 8), new_item_share=0.0,
+                                       shown_near_taste=1.0))
+    events = world.simulate()
+    assert len(events) == 40 and all(np.isfinite(e.probs).all() for e in events)
+    for bad, message in [({"userz": 10}, "unknown world settings"), ({"users": 0}, "positive integer"),
+                         ({"items": 2.5}, "positive integer"), ({"events_per_user": "40-20"}, "LO-HI"),
+                         ({"events_per_user": 30}, "LO-HI"), ({"events_per_user": "\u00b2-\u00b3"}, "LO-HI"),
+                         ({"users": 4}, "at least 5 users"), ({"items": True}, "positive integer"),
+                         ({"drift": "x"}, "number >= 0"), ({"drift": -0.1}, "number >= 0"),
+                         ({"jump_prob": 2}, "probability"), ({"new_item_share": 1.0}, "below 1"),
+                         ({"topics": 1}, "at least 2 topics"), ({"seed": 3}, "--seed")]:
+        with pytest.raises(ValueError, match=message):
+            bench_world_config(0, overrides=bad)
+
+
+def test_item_prior_counts_training_actions_with_smoothing():
+    def event(item, action):
+        return Interaction("u", item, action, 0, (0.25,) * 4)
+
+    train = [[event("a", "downvote"), event("a", "downvote"), event("b", "like")], [event("b", "click")]]
+    probs = item_prior_probs(train, [event("a", "click"), event("b", "skip"), event("new", "skip")], smoothing=1.0)
+    prior = np.array([1, 0, 1, 2]) / 4  # click, skip, like, downvote over all training events
+    assert np.allclose(probs[0], (np.array([0, 0, 0, 2]) + prior) / 3)
+    assert np.allclose(probs[1], (np.array([1, 0, 1, 0]) + prior) / 3)
+    assert np.allclose(probs[2], prior)  # an item never seen in training gets the overall frequencies
+    assert np.allclose(probs.sum(-1), 1.0)
