@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from trainer.data import Batch, level_cross_entropy, token_spans
+from trainer.overrides import apply_overrides
 
 
 class OnlineDataError(ValueError):
@@ -62,12 +63,7 @@ class OnlineConfig:
 
     @classmethod
     def from_overrides(cls, base: "OnlineConfig | None" = None, **overrides) -> "OnlineConfig":
-        data = asdict(base or cls())
-        unknown = set(overrides) - set(data)
-        if unknown:
-            raise ValueError(f"unknown online settings {sorted(unknown)}; known: {sorted(data)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        return cls(**apply_overrides(asdict(base or cls()), overrides, "online"))
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from trainer.data import (EvalCase, LeaveOneOut, TokenWindows, Tokenizer, level_cross_entropy, token_spans,
                           weighted_cross_entropy)
 from trainer.metrics import ranking_report
+from trainer.overrides import apply_overrides
 from trainer.model import ModelConfig, Transformer
 from trainer import registry
 
@@ -54,25 +55,7 @@ class TrainConfig:
 
     @classmethod
     def from_overrides(cls, base: "TrainConfig | None" = None, **overrides) -> "TrainConfig":
-        data = asdict(base or cls())
-        unknown = set(overrides) - set(data)
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(data)}")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        for key, value in given.items():  # a mistyped value fails here, not minutes into training
-            default = data[key]
-            if isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, int):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif isinstance(default, float):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, type(default))
-            if not ok:
-                raise ValueError(f"training setting {key} must be {type(default).__name__}, got {value!r}")
-        data.update(given)
-        return cls(**data)
+        return cls(**apply_overrides(asdict(base or cls()), overrides, "training"))
 
 
 @dataclass

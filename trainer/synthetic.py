@@ -27,6 +27,8 @@ from typing import Callable
 
 import numpy as np
 
+from trainer.overrides import refuse_unknown
+
 WORLD_ACTIONS = ("click", "skip", "like", "downvote")
 _TOPIC_WORDS = [
     "hiking trail boots tent", "lipstick matte gloss shade", "espresso grinder roast bean",
@@ -231,15 +233,16 @@ def bench_world_config(seed: int = 0, quick: bool = False, overrides: dict | Non
     data = asdict(WorldConfig(seed=seed, users=800 if quick else 20000, items=1000 if quick else 3000,
                               events_per_user=(15, 30) if quick else (20, 40)))
     overrides = dict(overrides or {})
-    unknown = set(overrides) - set(data)
-    if unknown:
-        raise ValueError(f"unknown world settings {sorted(unknown)}; known: {sorted(data)}")
+    refuse_unknown(data, overrides, "world")  # value checks below, with the ranges each setting allows
     if "seed" in overrides:
         raise ValueError("the world's seed is the bench's --seed (it also seeds the codebooks and training)")
     if "events_per_user" in overrides:  # a range: LO-HI from the command line, or a pair
         span = overrides["events_per_user"]
-        match = re.fullmatch(r"(\d+)-(\d+)", span, re.ASCII) if isinstance(span, str) else None
-        pair = (int(match[1]), int(match[2])) if match else tuple(span) if isinstance(span, (tuple, list)) else ()
+        if isinstance(span, str):
+            match = re.fullmatch(r"(\d+)-(\d+)", span, re.ASCII)
+            pair = (int(match[1]), int(match[2])) if match else ()
+        else:
+            pair = tuple(span) if isinstance(span, (tuple, list)) else ()
         if not (len(pair) == 2 and all(_is_int(v) for v in pair) and 3 <= pair[0] <= pair[1]):
             raise ValueError(f"events_per_user must be LO-HI with 3 <= LO <= HI, got {span!r}")
         overrides["events_per_user"] = pair
@@ -247,8 +250,7 @@ def bench_world_config(seed: int = 0, quick: bool = False, overrides: dict | Non
     for key in ("users", "items", "topics", "subtopics", "dim"):
         if not _is_int(data[key]) or data[key] < 1:
             raise ValueError(f"world setting {key} must be a positive integer, got {data[key]!r}")
-    for key in ("topic_spread", "item_spread", "drift", "jump_prob", "sharpness", "shown_near_taste",
-                "new_item_share"):
+    for key in [k for k, v in asdict(WorldConfig()).items() if isinstance(v, float)]:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise ValueError(f"world setting {key} must be a number >= 0, got {value!r}")
