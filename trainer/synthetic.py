@@ -247,12 +247,12 @@ def bench_world_config(seed: int = 0, quick: bool = False, overrides: dict | Non
             raise ValueError(f"events_per_user must be LO-HI with 3 <= LO <= HI, got {span!r}")
         overrides["events_per_user"] = pair
     data.update(overrides)
-    for key in ("users", "items", "topics", "subtopics", "dim"):
-        if not _is_int(data[key]) or data[key] < 1:
-            raise ValueError(f"world setting {key} must be a positive integer, got {data[key]!r}")
-    for key in [k for k, v in asdict(WorldConfig()).items() if isinstance(v, float)]:
+    for key, default in asdict(WorldConfig()).items():  # each setting checked by the type of its default
         value = data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        if _is_int(default) and key != "seed" and (not _is_int(value) or value < 1):
+            raise ValueError(f"world setting {key} must be a positive integer, got {value!r}")
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                           or not 0 <= value < math.inf):
             raise ValueError(f"world setting {key} must be a number >= 0, got {value!r}")
     for key in ("jump_prob", "shown_near_taste"):
         if data[key] > 1:

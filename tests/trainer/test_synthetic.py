@@ -131,13 +131,6 @@ def test_bench_world_config_applies_overrides_and_refuses_bad_ones():
     cfg = bench_world_config(0, overrides={"users": 5000, "drift": 0.0, "events_per_user": "30-50"})
     assert (cfg.users, cfg.drift, cfg.events_per_user, cfg.items) == (5000, 0.0, (30, 50), 3000)
     assert bench_world_config(0, overrides={"events_per_user": (5, 9)}).events_per_user == (5, 9)  # a pair too
-
-
-def test_a_tiny_world_whose_users_see_every_item_still_simulates():
-    world = SyntheticWorld(WorldConfig(seed=0, items=4, users=5, events_per_user=(8, 8), new_item_share=0.0,
-                                       shown_near_taste=1.0))
-    events = world.simulate()
-    assert len(events) == 40 and all(np.isfinite(e.probs).all() for e in events)
     for bad, message in [({"userz": 10}, "unknown world settings"), ({"users": 0}, "positive integer"),
                          ({"items": 2.5}, "positive integer"), ({"events_per_user": "40-20"}, "LO-HI"),
                          ({"events_per_user": 30}, "LO-HI"), ({"events_per_user": "\u00b2-\u00b3"}, "LO-HI"),
@@ -147,6 +140,13 @@ def test_a_tiny_world_whose_users_see_every_item_still_simulates():
                          ({"topics": 1}, "at least 2 topics"), ({"seed": 3}, "--seed")]:
         with pytest.raises(ValueError, match=message):
             bench_world_config(0, overrides=bad)
+
+
+def test_a_tiny_world_whose_users_see_every_item_still_simulates():
+    world = SyntheticWorld(WorldConfig(seed=0, items=4, users=5, events_per_user=(8, 8), new_item_share=0.0,
+                                       shown_near_taste=1.0))
+    events = world.simulate()
+    assert len(events) == 40 and all(np.isfinite(e.probs).all() for e in events)
 
 
 def test_item_prior_counts_training_actions_with_smoothing():
