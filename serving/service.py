@@ -16,12 +16,12 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Protocol, Sequence
 
 from serving.api import Query, RequestError, check_weights, resolve_order
-from serving.generation import GenerationConfig, GenerationEngine, GenerationError
+from trainer.generation import GenerationConfig, GenerationEngine, GenerationError
 from serving.metrics import ServingMetrics
 from serving.settings import ServingSettings
 from serving.updates import CatalogueChange, UpdateRefused, check_model_update, check_vocab, parse_catalogue_entry, \
     parse_model_update
-from serving.value import DEFAULT_WEIGHTS
+from trainer.value import DEFAULT_WEIGHTS
 
 log = logging.getLogger("sidstream.serving")
 

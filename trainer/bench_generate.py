@@ -17,6 +17,19 @@ from typing import Callable
 import numpy as np
 import torch
 
+from catalogue.catalogue import ItemCatalogue
+from catalogue.settings import CatalogueSettings
+from catalogue.trie import SidTrie
+from catalogue.vocab import Vocabulary
+from trainer import registry
+from trainer.bench_quality import check_model_vocab, environment, prepare_catalogue
+from trainer.data import load_amazon_split
+from trainer.generation import GenerationConfig, GenerationEngine
+from trainer.model import Transformer
+from trainer.pretrain import TrainConfig, model_config_for
+from trainer.sasrec import Sasrec, SasrecConfig
+from trainer.settings import DEFAULT_SID_SOURCE
+
 
 def _median_ms_per_user(fn, batch: int, repeats: int) -> float:
     fn()  # warm-up
@@ -29,9 +42,6 @@ def _median_ms_per_user(fn, batch: int, repeats: int) -> float:
 
 
 def _case(name, vocab, trie, item_ids, model, window, history, repeats, sasrec_config, rng, log) -> dict:
-    from serving.generation import GenerationConfig, GenerationEngine
-    from trainer.sasrec import Sasrec
-
     engine = GenerationEngine(model, vocab, trie, GenerationConfig(beam_size=20, top_k=10, window_events=window))
     sasrec = Sasrec(item_ids, sasrec_config)
     sasrec.model.eval()
@@ -53,17 +63,6 @@ def _case(name, vocab, trie, item_ids, model, window, history, repeats, sasrec_c
 def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, large_items: int = 1_000_000,
                  history: int = 50, repeats: int = 5, threads: int = 2, work_dir="var/bench",
                  log: Callable[[str], None] = print) -> dict:
-    from catalogue.settings import CatalogueSettings
-    from catalogue.trie import SidTrie
-    from catalogue.vocab import Vocabulary
-    from trainer import registry
-    from trainer.bench_quality import check_model_vocab, environment, prepare_catalogue
-    from trainer.data import load_amazon_split
-    from trainer.model import Transformer
-    from trainer.pretrain import TrainConfig, model_config_for
-    from trainer.sasrec import SasrecConfig
-    from trainer.settings import DEFAULT_SID_SOURCE
-
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     report: dict = {}
@@ -75,8 +74,6 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
     dataset = Path(dataset) if dataset else CatalogueSettings().data_dir / "amazon_beauty_2014"
     if catalogue_dir or (dataset / "sequences.txt").exists():
         if catalogue_dir:
-            from catalogue.catalogue import ItemCatalogue
-
             catalogue = ItemCatalogue.load(catalogue_dir)
         else:
             raw, split = load_amazon_split(dataset)

@@ -5,13 +5,15 @@ RMSNorm, output head tied to the token embedding) that reads a user's flat token
 `BOS s1 s2 s3 s4 action s1 s2 s3 s4 action ...` and predicts the next token. Retrieval decodes the next
 item's SID under the trie; ranking reads the action distribution right after an item's last SID token.
 
-Generation needs three things beyond nanoGPT's model.py, all kept here so the file stays the whole model:
-- a KV cache, so a history is encoded once and each beam step costs one token;
-- left padding for batches of users with different history lengths (`valid` marks real tokens, and
-  `positions` restart at 0 on each row's first real token, so padding never changes a row's result);
-- `hidden()` separate from the head, so callers pay for the output projection only where they read it;
-  with `last_only` the final block computes only the last position (the cache still gets every position's
-  keys and values), which is all an encoder of histories reads.
+Two ways through the same weights:
+- training, `hidden(tokens)` / `forward(tokens)`: the whole sequence, plain causal attention, no cache
+  (nanoGPT's forward);
+- decoding, `prefill(tokens, valid)` then `decode(tokens, cache)`: prefill encodes a batch of left-padded
+  histories once into a KV cache (`valid` marks real tokens, positions restart at 0 on each row's first real
+  token, so padding never changes a row's result; the last block computes only the last position, which is all
+  a history encoder reads); `decode` extends beams of that cache by new tokens, each beam reading its user's
+  shared history from the cache (see `KVCache`).
+`logits(hidden, span)` is separate from both, so callers pay for the output projection only where they read it.
 
 One addition to the inputs, the event context: every token also gets the sum of a second embedding over the
 tokens of its own event so far (`event_ends` lists the tokens that close an event: the actions and BOS). The
@@ -74,26 +76,25 @@ class RMSNorm(nn.Module):
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far.
-
-    Two parts, because beam search shares one history among many beams:
-    - the prefix (the encoded histories), one row per user: `keys`, `values` [B, H, T, hd], `valid` [B, T]
-      (False = left padding);
-    - after `expand(G)`, the beam part: G rows per user for the tokens generated since, `beam_keys`,
+    """Keys and values of every layer for the tokens decoded so far, in two parts, because beam search shares
+    one history among many beams:
+    - the prefix, written once by `Transformer.prefill`: the encoded histories, one row per user, `keys`,
+      `values` [B, H, P, hd] per layer and `valid` [B, P] (False = left padding);
+    - the beams, after `expand(G)`: G rows per user for the tokens `Transformer.decode` adds, `beam_keys`,
       `beam_values` [B*G, H, t, hd]. Beam rows attend to their user's prefix without copying it, so
-      reordering beams costs O(t) per step instead of O(history).
-    Without `expand` every token goes to the prefix part (plain incremental decoding).
+      reordering beams (`select`) costs O(t) per step instead of O(history).
+    Per row it also keeps the position id of the next token and the event-context sum of the open event.
     """
 
     def __init__(self, n_layers: int):
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
-        self.valid: torch.Tensor | None = None  # [B, T] bool
+        self.valid: torch.Tensor | None = None  # [B, P] bool
         self.next_position: torch.Tensor | None = None  # [rows] position id of each row's next token
+        self.event_sum: torch.Tensor | None = None  # [rows, d] event-context sum of each row's open event
         self.group = 0  # beams per prefix row; 0 = not expanded
         self.beam_keys: list[torch.Tensor | None] = [None] * n_layers
         self.beam_values: list[torch.Tensor | None] = [None] * n_layers
-        self.event_sum: torch.Tensor | None = None  # [rows, d] event-context sum of each row's open event
 
     @property
     def length(self) -> int:
@@ -119,31 +120,27 @@ class KVCache:
         return out
 
     def select(self, rows: torch.Tensor, group: int | None = None) -> "KVCache":
-        """A new cache whose row i is this cache's row rows[i].
+        """A new expanded cache whose beam row i is this cache's beam row rows[i].
 
-        On an expanded cache rows index beams and must stay within each user's group (beam search's
-        parents do), `group` rows per user in user order (default: as many as before); the shared prefix
-        is untouched.
+        Rows must stay within each user's group (beam search's parents do), `group` rows per user in user
+        order (default: as many as before); the shared prefix is untouched.
         """
-        if group is not None and (not self.group or group < 1):
-            raise ValueError(f"group={group} needs an expanded cache and at least one beam per user")
+        if not self.group:
+            raise ValueError("select picks beams: expand the cache first")
+        if group is not None and group < 1:
+            raise ValueError(f"group={group} needs at least one beam per user")
         out = KVCache(len(self.keys))
+        out.keys, out.values, out.valid = self.keys, self.values, self.valid
         out.group = self.group if group is None else group
-        if out.group and rows.shape[0] != self.valid.shape[0] * out.group:
+        if rows.shape[0] != self.valid.shape[0] * out.group:
             users = self.valid.shape[0]
             raise ValueError(f"{rows.shape[0]} rows do not make groups of {out.group} for {users} users")
         out.next_position = self.next_position.index_select(0, rows)
         if self.event_sum is not None:
             out.event_sum = self.event_sum.index_select(0, rows)
-        if self.group:
-            out.keys, out.values, out.valid = self.keys, self.values, self.valid
-            if self.beam_keys[0] is not None:
-                out.beam_keys = [k.index_select(0, rows) for k in self.beam_keys]
-                out.beam_values = [v.index_select(0, rows) for v in self.beam_values]
-        else:
-            out.keys = [k.index_select(0, rows) for k in self.keys]
-            out.values = [v.index_select(0, rows) for v in self.values]
-            out.valid = self.valid.index_select(0, rows)
+        if self.beam_keys[0] is not None:
+            out.beam_keys = [k.index_select(0, rows) for k in self.beam_keys]
+            out.beam_values = [v.index_select(0, rows) for v in self.beam_values]
         return out
 
 
@@ -155,35 +152,42 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
         self.dropout = config.dropout
 
-    def forward(self, x, mask, cache: KVCache | None, layer: int, last_only: bool = False):
-        """Attention output [B, T, C], or [B, 1, C] for the last position alone with `last_only` (keys and
-        values are still computed, and cached, for every position)."""
+    def _heads(self, x):
+        """Queries, keys and values [B, H, T, hd] of x [B, T, C]."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        if cache is not None and cache.group:
-            y = self._beam_attention(q, k, v, cache, layer)
-            return self.proj(y.transpose(1, 2).reshape(B, T, C))
-        if cache is not None:
-            if cache.keys[layer] is not None:
-                k = torch.cat([cache.keys[layer], k], dim=2)
-                v = torch.cat([cache.values[layer], v], dim=2)
-            cache.keys[layer], cache.values[layer] = k, v
-        if last_only:
-            q, T = q[:, :, -1:], 1
-            mask = None if mask is None else mask[..., -1:, :]
-        dropout = self.dropout if self.training else 0.0
-        if mask is None and last_only:  # the last query may see every key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        elif mask is None:  # plain causal, no padding, no cache: the fast path used in training
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return tuple(t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
 
-    @staticmethod
-    def _beam_attention(q, k, v, cache: KVCache, layer: int):
-        """Attention of beam rows over their user's shared prefix plus their own generated tokens."""
+    def _out(self, y):
+        """Heads [B, H, T, hd] back to [B, T, C], projected."""
+        B, H, T, hd = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
+
+    def _dropout_p(self) -> float:
+        return self.dropout if self.training else 0.0
+
+    def forward(self, x):
+        """Training: plain causal attention over the whole sequence."""
+        q, k, v = self._heads(x)
+        return self._out(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self._dropout_p()))
+
+    def prefill(self, x, mask, cache: KVCache, layer: int, last_only: bool = False):
+        """Attention over a left-padded prefix, whose keys and values go to `cache`. `mask` [B, 1, T, T] (True =
+        attend), or None when no row has padding. With `last_only`, [B, 1, C] for the last position alone."""
+        q, k, v = self._heads(x)
+        cache.keys[layer], cache.values[layer] = k, v
+        if last_only:
+            q = q[:, :, -1:]
+            mask = None if mask is None else mask[..., -1:, :]
+        if mask is None:  # no padding: plain causal (the last query alone may see every key)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only, dropout_p=self._dropout_p())
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self._dropout_p())
+        return self._out(y)
+
+    def decode(self, x, cache: KVCache, layer: int):
+        """Attention of beam rows over their user's shared prefix plus their own tokens, which join the cache."""
+        q, k, v = self._heads(x)
         G = cache.group
         rows, H, T, hd = q.shape
         B = rows // G
@@ -206,7 +210,7 @@ class CausalSelfAttention(nn.Module):
         p = torch.softmax(torch.cat([s_prefix, s_beam], dim=-1), dim=-1)
         p_prefix = p[..., :P].reshape(B, G, H, T, P).transpose(1, 2).reshape(B, H, G * T, P)
         y_prefix = (p_prefix @ prefix_v).view(B, H, G, T, hd).transpose(1, 2).reshape(rows, H, T, hd)
-        return y_prefix + p[..., P:] @ v
+        return self._out(y_prefix + p[..., P:] @ v)
 
 
 class MLP(nn.Module):
@@ -229,9 +233,18 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, mask, cache, layer, last_only: bool = False):
-        attended = self.attn(self.norm1(x), mask, cache, layer, last_only)
+    def forward(self, x):
+        x = x + self.dropout(self.attn(self.norm1(x)))
+        return x + self.mlp(self.norm2(x))
+
+    def prefill(self, x, mask, cache: KVCache, layer: int, last_only: bool = False):
+        """As forward, over a padded prefix into `cache`; with `last_only` for the last position alone."""
+        attended = self.attn.prefill(self.norm1(x), mask, cache, layer, last_only)
         x = (x[:, -1:] if last_only else x) + self.dropout(attended)
+        return x + self.mlp(self.norm2(x))
+
+    def decode(self, x, cache: KVCache, layer: int):
+        x = x + self.dropout(self.attn.decode(self.norm1(x), cache, layer))
         return x + self.mlp(self.norm2(x))
 
 
@@ -263,64 +276,81 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def hidden(
-        self,
-        tokens: torch.Tensor,
-        valid: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        last_only: bool = False,
-    ) -> torch.Tensor:
-        """Final normed hidden states [B, T, d] for `tokens` [B, T] appended after what `cache` holds.
-
-        `valid` [B, T] marks real tokens (False = left padding). Padding gets no position and is never
-        attended to, so a padded row computes exactly what it would alone. When `cache` is given it is
-        extended in place with these tokens' keys and values. With `last_only`, [B, 1, d] for the last
-        position: the final block skips the other positions' attention and MLP, which nothing reads (about a
-        fifth of a 4-layer encoding); the cache is the same either way.
-        """
-        B, T = tokens.shape
-        if last_only and cache is not None and cache.group:  # beams decode one token each: nothing to skip
-            raise ValueError("last_only is for encoding a prefix, not for decoding beams")
-        if valid is None and cache is None:  # training: no padding on the left, plain causal attention
-            positions = torch.arange(T, device=tokens.device)
-            if T > self.config.max_len:
-                raise ValueError(f"token stream of {T} exceeds max_len {self.config.max_len}")
-            x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None] + self._event_context(tokens))
-            for layer, block in enumerate(self.blocks):
-                x = block(x, None, None, layer, last_only and layer == len(self.blocks) - 1)
-            return self.norm(x)
-        if valid is None:
-            valid = torch.ones(B, T, dtype=torch.bool, device=tokens.device)
-        past = cache.length if cache is not None else 0
-        start = cache.next_position if (cache is not None and cache.next_position is not None) else None
-        if start is None:
-            start = torch.zeros(B, dtype=torch.long, device=tokens.device)
-        positions = start[:, None] + valid.long().cumsum(1) - 1
-        positions = positions.clamp(min=0)
-        if int(positions.max()) >= self.config.max_len:
-            raise ValueError(f"token stream of {int(positions.max()) + 1} exceeds max_len {self.config.max_len}")
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions) + self._event_context(tokens, valid, cache))
-
-        if cache is not None and cache.group:
-            if not bool(valid.all()):
-                raise ValueError("tokens decoded after expand() cannot be padding")
-            mask = None  # beam attention builds its own masks
-            cache.next_position = start + T
-        else:
-            mask = self._prefix_mask(valid, cache, past)
-            if cache is not None:
-                cache.valid = valid if past == 0 else torch.cat([cache.valid, valid], dim=1)
-                cache.next_position = start + valid.long().sum(1)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, mask, cache, layer, last_only and layer == len(self.blocks) - 1)
+    # ----- training
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final normed hidden states [B, T, d] of whole token streams [B, T] (no padding on the left)."""
+        T = tokens.shape[1]
+        self._check_length(T)
+        positions = torch.arange(T, device=tokens.device)
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None] + self._event_context(tokens))
+        for block in self.blocks:
+            x = block(x)
         return self.norm(x)
 
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab_size] of whole token streams [B, T]."""
+        return self.logits(self.hidden(tokens))
+
+    def logits(self, hidden: torch.Tensor, span: range | None = None) -> torch.Tensor:
+        """Output logits; with `span`, only for the tokens in that id range (one SID level, the actions),
+        which is all beam search and the level-wise loss need and costs a fraction of the full head."""
+        if span is None:
+            return self.head(hidden)
+        return hidden @ self.head.weight[span.start : span.stop].T
+
+    # ----- decoding
+    def prefill(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Encode left-padded histories: (final hidden state of each row's last token [B, d], their KV cache).
+
+        `valid` [B, T] marks real tokens (False = left padding; default all real). Padding gets no position
+        and is never attended to, so a padded row computes exactly what it would alone. The last block
+        computes only the last position, which is all that is read (about a fifth of a 4-layer encoding);
+        the cache holds every position's keys and values.
+        """
+        B, T = tokens.shape
+        if valid is None:
+            valid = torch.ones(B, T, dtype=torch.bool, device=tokens.device)
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+        self._check_length(int(positions.max()) + 1)
+        context = self._event_context(tokens, valid)
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions) + context)
+        cache = KVCache(self.config.n_layers)
+        cache.valid = valid
+        cache.next_position = valid.long().sum(1)
+        cache.event_sum = self._open_event_sum(tokens, context)
+        mask = None if bool(valid.all()) else self._padding_mask(valid)
+        last = len(self.blocks) - 1
+        for layer, block in enumerate(self.blocks):
+            x = block.prefill(x, mask, cache, layer, last_only=layer == last)
+        return self.norm(x)[:, -1], cache
+
+    def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Final hidden states [rows, T, d] of `tokens` [rows, T] appended to the beams of an expanded cache,
+        which is extended in place with their keys and values."""
+        if not cache.group:
+            raise ValueError("decode extends beams: expand the prefilled cache first")
+        T = tokens.shape[1]
+        positions = cache.next_position[:, None] + torch.arange(T, device=tokens.device)
+        self._check_length(int(positions.max()) + 1)
+        context = self._event_context(tokens, carry=cache.event_sum)
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions) + context)
+        cache.next_position = cache.next_position + T
+        cache.event_sum = self._open_event_sum(tokens, context)
+        for layer, block in enumerate(self.blocks):
+            x = block.decode(x, cache, layer)
+        return self.norm(x)
+
+    # ----- inputs and masks
+    def _check_length(self, length: int) -> None:
+        if length > self.config.max_len:
+            raise ValueError(f"token stream of {length} exceeds max_len {self.config.max_len}")
+
     def _event_context(self, tokens: torch.Tensor, valid: torch.Tensor | None = None,
-                       cache: KVCache | None = None) -> torch.Tensor | float:
+                       carry: torch.Tensor | None = None) -> torch.Tensor | float:
         """Sum of `event_emb` over each token's event up to and including the token [B, T, d].
 
-        An event ends with (and includes) one of `event_ends`; the next token starts a new sum. With a cache,
-        the sum of each row's still-open event is carried over from the previous call and updated.
+        An event ends with (and includes) one of `event_ends`; the next token starts a new sum. `carry` [B, d]
+        is the sum of each row's event still open before these tokens (from the cache).
         """
         if not self.config.event_ends:
             return 0.0
@@ -336,41 +366,22 @@ class Transformer(nn.Module):
         before = torch.cat([torch.full_like(last_end[:, :1], -1), last_end[:, :-1]], dim=1)
         base = total.gather(1, before.clamp(min=0)[..., None].expand_as(total)) * (before >= 0)[..., None]
         context = total - base
-        if cache is not None:
-            if cache.event_sum is not None:  # tokens before this call's first end continue the open event
-                context = context + cache.event_sum[:, None, :] * (before < 0)[..., None]
-            cache.event_sum = context[:, -1] * (~ends[:, -1])[:, None]
+        if carry is not None:  # tokens before this call's first end continue the open event
+            context = context + carry[:, None, :] * (before < 0)[..., None]
         return context
 
-    @staticmethod
-    def _prefix_mask(valid: torch.Tensor, cache: KVCache | None, past: int) -> torch.Tensor | None:
-        """Boolean attention mask [B, 1, T, past+T] (True = attend), or None for plain causal."""
-        if cache is None and bool(valid.all()):
+    def _open_event_sum(self, tokens: torch.Tensor, context: torch.Tensor | float) -> torch.Tensor | None:
+        """The event-context sum each row carries into its next token: zero after an event's end."""
+        if not self.config.event_ends:
             return None
+        return context[:, -1] * (~self.is_event_end[tokens[:, -1]])[:, None]
+
+    @staticmethod
+    def _padding_mask(valid: torch.Tensor) -> torch.Tensor:
+        """Boolean attention mask [B, 1, T, T] (True = attend): causal, and never to left padding."""
         T = valid.shape[1]
-        key_valid = valid if past == 0 else torch.cat([cache.valid, valid], dim=1)  # [B, past+T]
-        q_index = torch.arange(past, past + T, device=valid.device)
-        k_index = torch.arange(past + T, device=valid.device)
-        causal = k_index[None, :] <= q_index[:, None]  # [T, past+T]
+        index = torch.arange(T, device=valid.device)
+        causal = index[None, :] <= index[:, None]  # [T, T]
         # a padding query sees only itself, so its softmax is defined; its output is never read
-        self_only = k_index[None, :] == q_index[:, None]
-        return (causal[None] & (key_valid[:, None, :] | self_only[None]))[:, None]
-
-    def logits(self, hidden: torch.Tensor, span: range | None = None) -> torch.Tensor:
-        """Output logits; with `span`, only for the tokens in that id range (one SID level, the actions),
-        which is all beam search and the level-wise loss need and costs a fraction of the full head."""
-        if span is None:
-            return self.head(hidden)
-        return hidden @ self.head.weight[span.start : span.stop].T
-
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        valid: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-    ) -> torch.Tensor:
-        """Logits [B, T, vocab_size] (see `hidden` for the arguments)."""
-        return self.logits(self.hidden(tokens, valid, cache))
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.config.n_layers)
+        self_only = index[None, :] == index[:, None]
+        return (causal[None] & (valid[:, None, :] | self_only[None]))[:, None]

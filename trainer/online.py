@@ -14,6 +14,7 @@ enough compared with the version now served.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import deque
@@ -23,7 +24,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from streams.schemas import TrainingExample, parse
+from trainer import registry as model_files
 from trainer.data import Batch, level_cross_entropy, token_spans
+from trainer.generation import GenerationConfig, GenerationEngine
+from trainer.loop import adamw, optimizer_step, set_lr
+from trainer.model_registry import write_pointer
 from trainer.overrides import apply_overrides
 
 
@@ -231,8 +237,6 @@ class OnlineTrainer:
 
     def __init__(self, model, vocab, trie, config: OnlineConfig | None = None, optimizer=None,
                  learn: bool = True, clock: Callable[[], float] = time.monotonic):
-        from serving.generation import GenerationConfig, GenerationEngine
-
         self.model, self.vocab, self.trie = model, vocab, trie
         self.config = config or OnlineConfig()
         self.learn = learn
@@ -244,11 +248,10 @@ class OnlineTrainer:
             beam_size=self.config.beam, top_k=self.config.top_k, exclude_seen=self.config.exclude_seen,
             window_events=self.window_events, with_actions=False))
         if optimizer is None and learn:
-            optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.lr, betas=(0.9, 0.98),
-                                          weight_decay=self.config.weight_decay)
+            optimizer = adamw(model, self.config.lr, self.config.weight_decay, one_group=True)
         self.optimizer = optimizer
-        for group in (optimizer.param_groups if optimizer is not None else []):
-            group["lr"] = self.config.lr
+        if optimizer is not None:
+            set_lr(optimizer, self.config.lr)
         self.replay = ReplayBuffer(self.config.replay_capacity, self.config.seed)
         self.metrics = RollingMetrics(self.config.metrics_window)
         self.spans = token_spans(vocab)
@@ -312,7 +315,7 @@ class OnlineTrainer:
             inputs = w[:-1]
             tokens[row, T - len(inputs):] = torch.as_tensor(inputs)
             valid[row, T - len(inputs):] = True
-        hidden = self.model.hidden(tokens, valid, last_only=True)[:, -1]
+        hidden, _ = self.model.prefill(tokens, valid)
         logp = torch.log_softmax(self.model.logits(hidden, self.vocab.action_range).float(), dim=-1)
         target = torch.as_tensor(actions) - self.vocab.action_range.start
         return (-logp.gather(1, target[:, None])[:, 0]).tolist()
@@ -332,10 +335,7 @@ class OnlineTrainer:
         self.model.train()
         batch = self.collate(windows)
         loss = level_cross_entropy(self.model, self.model.hidden(batch.inputs), batch, self.spans)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        optimizer_step(self.model, self.optimizer, loss, self.config.grad_clip)
         self.model.eval()
         return float(loss.detach())
 
@@ -409,8 +409,6 @@ def offset_key(topic: str, partition: int) -> str:
 
 def parse_example(record: Record) -> StreamExample:
     """A `training` topic record -> StreamExample; ValueError with the reason when it is not a TrainingExample."""
-    from streams.schemas import TrainingExample, parse
-
     ex = parse(TrainingExample, record.value)
     return StreamExample(list(ex.tokens), ex.event_id, ex.user_id, ex.event_ms, ex.appended_ms,
                          (record.topic, record.partition, record.offset))
@@ -451,18 +449,13 @@ class OnlineLoop:
     def resume(self) -> bool:
         """Load the latest checkpoint (weights, AdamW state, counters, replay, offsets) and seek the source to
         its offsets. Returns False when there is no checkpoint (the caller started from published weights)."""
-        import json
-
-        from trainer import registry as model_files
-
         path = self.registry.checkpoint()
         if path is None:
             return False
         model, manifest = model_files.load_model(path)
         self.trainer.model.load_state_dict(model.state_dict())
         model_files.load_optimizer(path, self.trainer.optimizer, manifest)
-        for group in self.trainer.optimizer.param_groups:
-            group["lr"] = self.trainer.config.lr
+        set_lr(self.trainer.optimizer, self.trainer.config.lr)
         state = manifest["checkpoint_state"]
         self.trainer.load_state(state["trainer"])
         replay = path / "replay.json"
@@ -480,8 +473,6 @@ class OnlineLoop:
         return True
 
     def checkpoint(self) -> None:
-        import json
-
         state = {"trainer": self.trainer.state(), "offsets": self.offsets, "parent": self.parent,
                  "online_config": asdict(self.trainer.config)}
         files = {"replay.json": json.dumps(self.trainer.replay.state()).encode()}
@@ -495,10 +486,6 @@ class OnlineLoop:
 
     def export_metrics(self) -> dict:
         """The rolling prequential metrics, written atomically to <registry>/online_metrics.json for scrapers."""
-        import json
-
-        from trainer.model_registry import write_pointer
-
         data = {"step": self.trainer.step, "events": self.trainer.events, "rolling": self.trainer.metrics.rolling(),
                 "candidate": self.trainer.candidate_metrics(), "invalid": self.invalid,
                 "published": len(self.published), "refused": len(self.refused), "latest": self.parent,

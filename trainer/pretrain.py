@@ -1,6 +1,6 @@
-"""Pretraining on logged sequences: AdamW, warm-up + cosine decay, clipping, early stopping, resume.
+"""Pretraining on logged sequences: the training loop of trainer/loop.py, with resume.
 
-The loop is a plain function over plain objects (split, tokenizer, trie), so the CLI, the quality
+`pretrain` is a plain function over plain objects (split, tokenizer, trie), so the CLI, the quality
 benchmark and tests all drive the same code. Every `eval_every` epochs it measures Recall@10 of
 trie-constrained generation on a fixed sample of validation users, keeps the best weights in
 `<out>/model` (registry format) and the full training state in `<out>/checkpoint` (weights, AdamW
@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from trainer import registry
 from trainer.data import (EvalCase, LeaveOneOut, TokenWindows, Tokenizer, level_cross_entropy, token_spans,
                           weighted_cross_entropy)
+from trainer.generation import GenerationConfig, GenerationEngine
+from trainer.loop import EarlyStopping, TimeBudget, WarmupCosine, adamw, train
 from trainer.metrics import ranking_report
-from trainer.overrides import apply_overrides
 from trainer.model import ModelConfig, Transformer
-from trainer import registry
+from trainer.overrides import apply_overrides
 
 
 @dataclass
@@ -77,22 +79,8 @@ def model_config_for(config: TrainConfig, vocab) -> ModelConfig:
                        event_ends=(*vocab.action_range, vocab.BOS) if config.event_context else ())
 
 
-def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
-    """Linear warm-up, then cosine from lr down to min_lr_ratio*lr as progress goes 0 -> 1."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(max(progress, 0.0), 1.0)
-    floor = config.lr * config.min_lr_ratio
-    return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * progress))
-
-
 def make_optimizer(model: Transformer, config: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98),
-    )
+    return adamw(model, config.lr, config.weight_decay)
 
 
 def evaluate_generation(model, vocab, trie, tokenizer: Tokenizer, cases: Sequence[EvalCase], window_events: int,
@@ -102,8 +90,6 @@ def evaluate_generation(model, vocab, trie, tokenizer: Tokenizer, cases: Sequenc
 
     Returns (metrics, top-k item lists, validity counts). Every returned item is checked against the trie.
     """
-    from serving.generation import GenerationConfig, GenerationEngine
-
     engine = GenerationEngine(model, vocab, trie, GenerationConfig(
         beam_size=beam, top_k=top_k, exclude_seen=exclude_seen, window_events=window_events,
         with_actions=False))
@@ -113,8 +99,6 @@ def evaluate_generation(model, vocab, trie, tokenizer: Tokenizer, cases: Sequenc
     invalid = short = 0
     iterator = range(0, len(cases), batch_size)
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, desc="generate", unit="batch", leave=False)
     for start in iterator:
         chunk = order[start : start + batch_size]
@@ -128,10 +112,10 @@ def evaluate_generation(model, vocab, trie, tokenizer: Tokenizer, cases: Sequenc
     return metrics, ranked, {"invalid_items": invalid, "users_with_fewer_than_k": short, "users": len(cases)}
 
 
-def _train_state(epoch, step, best, bad_evals, seconds, rng, history, config) -> dict:
+def _train_state(epoch, step, stopping: EarlyStopping, seconds, rng, history, config) -> dict:
     return {"train_state": {
-        "epoch": epoch, "step": step, "best_recall@10": best, "bad_evals": bad_evals, "train_seconds": seconds,
-        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state().tolist(),
+        "epoch": epoch, "step": step, "best_recall@10": stopping.best, "bad_evals": stopping.bad,
+        "train_seconds": seconds, "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state().tolist(),
         "history": history, "train_config": asdict(config)}}
 
 
@@ -163,13 +147,12 @@ def pretrain(
     if config.val_users and len(val_cases) > config.val_users:
         val_cases = [val_cases[i] for i in sorted(val_rng.choice(len(val_cases), config.val_users, replace=False))]
     steps_per_epoch = math.ceil(len(data.streams) / config.batch_size)
-    total_steps = steps_per_epoch * config.max_epochs
     spans = token_spans(vocab)
     if config.softmax not in ("level", "full"):
         raise ValueError(f"softmax must be 'level' or 'full', got {config.softmax!r}")
 
-    epoch = step = bad_evals = 0
-    best = -1.0
+    epoch = step = 0
+    stopping = EarlyStopping(config.patience)
     seconds = 0.0
     history: list[dict] = []
     out = Path(out_dir) if out_dir else None
@@ -182,11 +165,12 @@ def pretrain(
         model.load_state_dict(loaded.state_dict())
         registry.load_optimizer(ckpt, optimizer, manifest)
         state = manifest["train_state"]
-        epoch, step, best, bad_evals = state["epoch"], state["step"], state["best_recall@10"], state["bad_evals"]
+        epoch, step = state["epoch"], state["step"]
+        stopping = EarlyStopping(config.patience, state["best_recall@10"], state["bad_evals"])
         seconds, history = state["train_seconds"], state["history"]
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        log(f"resumed from {ckpt} at epoch {epoch}, step {step}, best val recall@10 {best:.4f}")
+        log(f"resumed from {ckpt} at epoch {epoch}, step {step}, best val recall@10 {stopping.best:.4f}")
     log(f"model: {model.num_parameters():,} parameters, d={config.d_model} layers={config.n_layers} "
         f"heads={config.n_heads}, max_len={model.config.max_len}; {len(data.streams):,} training users, "
         f"{data.num_target_tokens():,} target tokens per epoch, {steps_per_epoch} steps/epoch")
@@ -197,82 +181,47 @@ def pretrain(
         best_model, best_manifest = registry.load_model(out / "model")
         best_state = best_model.state_dict()
         best_metrics = best_manifest["metrics"].get("val", {})
-    stop_reason = "max_epochs"
-    while epoch < config.max_epochs:
-        if seconds >= config.time_budget_s:
-            stop_reason = "time_budget"
-            break
-        model.train()
-        t0 = time.perf_counter()
-        tokens_seen, loss_sum, batches = 0, 0.0, 0
-        iterator = data.batches(config.batch_size, rng)
-        bar = None
-        if progress:
-            from tqdm import tqdm
 
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}", unit="step", leave=False)
-        for batch in iterator:
-            elapsed = seconds + time.perf_counter() - t0
-            lr = learning_rate(config, step, max(step / total_steps, elapsed / config.time_budget_s))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if config.softmax == "level":
-                loss = level_cross_entropy(model, model.hidden(batch.inputs), batch, spans)
-            else:
-                loss = weighted_cross_entropy(model(batch.inputs), batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
-            batches += 1
-            loss_sum += float(loss.detach())
-            tokens_seen += int(batch.inputs.numel())
-            if bar is not None:
-                rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / batches:.3f}", tok_s=f"{rate:,.0f}", lr=f"{lr:.2e}")
-                bar.update(1)
-            if elapsed >= config.time_budget_s:
-                break
-        if bar is not None:
-            bar.close()
-        train_time = time.perf_counter() - t0
-        seconds += train_time
-        epoch += 1
-        record = {"epoch": epoch, "step": step, "loss": loss_sum / max(batches, 1),
-                  "tokens_per_s": tokens_seen / max(train_time, 1e-9), "train_seconds": seconds}
-        if epoch % config.eval_every == 0 or epoch == config.max_epochs or seconds >= config.time_budget_s:
-            model.eval()
-            t1 = time.perf_counter()
-            metrics, _, _ = evaluate_generation(model, vocab, trie, tokenizer, val_cases, config.window_events,
-                                                beam=config.eval_beam, batch_size=config.eval_batch)
-            record["val"] = metrics
-            record["eval_seconds"] = time.perf_counter() - t1
-            if metrics["recall@10"] > best:
-                best, bad_evals, best_metrics = metrics["recall@10"], 0, metrics
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
-                if out:
-                    registry.save_model(out / "model", model, vocab, step, {"val": metrics},
-                                        {"train_config": asdict(config), "epoch": epoch, "train_seconds": seconds})
-            else:
-                bad_evals += 1
+    def loss_of(batch) -> torch.Tensor:
+        if config.softmax == "level":
+            return level_cross_entropy(model, model.hidden(batch.inputs), batch, spans)
+        return weighted_cross_entropy(model(batch.inputs), batch)
+
+    def evaluate() -> dict:
+        metrics, _, _ = evaluate_generation(model, vocab, trie, tokenizer, val_cases, config.window_events,
+                                            beam=config.eval_beam, batch_size=config.eval_batch)
+        return metrics
+
+    def after_epoch(record: dict, improved: bool) -> None:
+        nonlocal best_state, best_metrics
+        if improved:
+            best_metrics = record["val"]
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if out:
+                registry.save_model(out / "model", model, vocab, record["step"], {"val": record["val"]},
+                                    {"train_config": asdict(config), "epoch": record["epoch"],
+                                     "train_seconds": record["train_seconds"]})
         history.append(record)
         val = record.get("val", {})
-        log(f"epoch {epoch} step {step} loss {record['loss']:.4f} {record['tokens_per_s']:,.0f} tok/s "
-            f"train {seconds:.0f}s" + (f" | val R@10 {val['recall@10']:.4f} N@10 {val['ndcg@10']:.4f} "
-                                       f"(best {best:.4f}, {record['eval_seconds']:.1f}s)" if val else ""))
+        log(f"epoch {record['epoch']} step {record['step']} loss {record['loss']:.4f} "
+            f"{record['tokens_per_s']:,.0f} tok/s train {record['train_seconds']:.0f}s"
+            + (f" | val R@10 {val['recall@10']:.4f} N@10 {val['ndcg@10']:.4f} "
+               f"(best {stopping.best:.4f}, {record['eval_seconds']:.1f}s)" if val else ""))
         if out:
-            registry.save_model(out / "checkpoint", model, vocab, step, {}, _train_state(
-                epoch, step, best, bad_evals, seconds, rng, history, config), optimizer=optimizer)
+            registry.save_model(out / "checkpoint", model, vocab, record["step"], {}, _train_state(
+                record["epoch"], record["step"], stopping, record["train_seconds"], rng, history, config),
+                optimizer=optimizer)
             with (out / "train_log.jsonl").open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        if bad_evals >= config.patience:
-            stop_reason = "early_stopping"
-            break
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            stop_reason = f"stop_after_epoch={stop_after_epoch}"
-            break
-    log(f"stopped: {stop_reason} after {epoch} epochs, {seconds:.0f}s; best val recall@10 {best:.4f}")
+
+    budget = TimeBudget(config.time_budget_s, spent=seconds)
+    outcome = train(model, optimizer, lambda: data.batches(config.batch_size, rng), loss_of,
+                    schedule=WarmupCosine(config.lr, config.warmup_steps, config.min_lr_ratio), budget=budget,
+                    stopping=stopping, evaluate=evaluate, after_epoch=after_epoch, max_epochs=config.max_epochs,
+                    steps_per_epoch=steps_per_epoch, grad_clip=config.grad_clip, eval_every=config.eval_every,
+                    epoch=epoch, step=step, stop_after_epoch=stop_after_epoch, progress=progress)
+    log(f"stopped: {outcome.stop_reason} after {outcome.epoch} epochs, {budget.spent:.0f}s; "
+        f"best val recall@10 {stopping.best:.4f}")
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, best_metrics, epoch, step, seconds, history)
+    return TrainResult(model, best_metrics, outcome.epoch, outcome.step, budget.spent, history)

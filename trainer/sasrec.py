@@ -3,20 +3,21 @@
 Same transformer as sidstream (trainer.model), but its tokens are items (one embedding per item, id 0 is
 padding) and it scores every item at once with the tied output head. Trained with next-item
 cross-entropy over the full catalogue on every position (the SASRec variant that is strongest on the
-Amazon sets), AdamW, warm-up + cosine, early stopping on validation Recall@10, under the same time budget
-and on the same leave-one-out split as sidstream.
+Amazon sets) by the same loop (trainer/loop.py: AdamW, warm-up + cosine, early stopping on validation
+Recall@10), under the same time budget and on the same leave-one-out split as sidstream.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from trainer.data import EvalCase
+from trainer.loop import EarlyStopping, TimeBudget, WarmupCosine, adamw, train as train_loop
 from trainer.metrics import ranking_report
 from trainer.model import ModelConfig, Transformer
 
@@ -72,7 +73,7 @@ class Sasrec:
                 tokens[b, T - len(e) :] = torch.tensor(e)
                 valid[b, T - len(e) :] = True
         valid[:, -1] = True  # an empty history reads padding; its scores are then popularity-free noise
-        hidden = self.model.hidden(tokens, valid)[:, -1]
+        hidden, _ = self.model.prefill(tokens, valid)
         return self.model.logits(hidden)
 
     @torch.no_grad()
@@ -96,6 +97,31 @@ def evaluate(model: Sasrec, cases: Sequence[EvalCase], k: int = 10, batch_size: 
     return ranking_report(ranked, [c.target for c in cases]), ranked
 
 
+def epoch_windows(streams: Sequence[np.ndarray], rng: np.random.Generator, config: SasrecConfig):
+    """One epoch's batches (inputs, targets) [b, T]: a random window of max_len + 1 items per user (inputs are
+    its first max_len, targets its last max_len), batched among windows of similar length, in random order."""
+    L = config.max_len
+    windows = []
+    for s in streams:
+        end = len(s) if len(s) <= L + 1 else int(rng.integers(L + 1, len(s) + 1))
+        windows.append(s[max(0, end - L - 1) : end])
+    order = rng.permutation(len(windows))
+    chunk = config.batch_size * 50
+    batches = []
+    for i in range(0, len(order), chunk):
+        part = sorted(order[i : i + chunk], key=lambda j: len(windows[j]))
+        batches.extend(part[j : j + config.batch_size] for j in range(0, len(part), config.batch_size))
+    for bi in rng.permutation(len(batches)):
+        group = [windows[j] for j in batches[bi]]
+        T = max(len(w) for w in group) - 1
+        inputs = torch.zeros(len(group), T, dtype=torch.long)
+        targets = torch.zeros(len(group), T, dtype=torch.long)
+        for r, w in enumerate(group):
+            inputs[r, : len(w) - 1] = torch.from_numpy(w[:-1])
+            targets[r, : len(w) - 1] = torch.from_numpy(w[1:])
+        yield inputs, targets
+
+
 def train_sasrec(
     train: Mapping[str, Sequence[tuple[str, str]]],
     validation: Sequence[EvalCase],
@@ -105,98 +131,52 @@ def train_sasrec(
     log: Callable[[str], None] = print,
 ) -> tuple[Sasrec, dict, float]:
     """(best model, best validation metrics, training seconds) under config.time_budget_s."""
-    from trainer.pretrain import learning_rate
-
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     rec = Sasrec(item_ids, config)
     model = rec.model
-    # keep max_len + 1 items per window: inputs are the first max_len, targets the last max_len
     streams = [np.array([rec.index[i] for i, _ in events], dtype=np.int64) for events in train.values()
                if len(events) >= 2]
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
+    optimizer = adamw(model, config.lr, config.weight_decay)
     val = list(validation)
     if config.val_users and len(val) > config.val_users:
         pick = np.random.default_rng(config.seed + 1).choice(len(val), config.val_users, replace=False)
         val = [val[i] for i in sorted(pick)]
     steps_per_epoch = math.ceil(len(streams) / config.batch_size)
-    total_steps = steps_per_epoch * config.max_epochs
     log(f"sasrec: {model.num_parameters():,} parameters, {len(item_ids):,} items, {len(streams):,} users, "
         f"{steps_per_epoch} steps/epoch")
-    step, seconds, best, bad = 0, 0.0, -1.0, 0
+    stopping = EarlyStopping(config.patience)
     best_state, best_metrics = None, {}
-    L = config.max_len
-    for epoch in range(1, config.max_epochs + 1):
-        if seconds >= config.time_budget_s:
-            break
-        model.train()
-        t0 = time.perf_counter()
-        windows = []
-        for s in streams:
-            end = len(s) if len(s) <= L + 1 else int(rng.integers(L + 1, len(s) + 1))
-            windows.append(s[max(0, end - L - 1) : end])
-        order = rng.permutation(len(windows))
-        chunk = config.batch_size * 50
-        batches = []
-        for i in range(0, len(order), chunk):
-            part = sorted(order[i : i + chunk], key=lambda j: len(windows[j]))
-            batches.extend(part[j : j + config.batch_size] for j in range(0, len(part), config.batch_size))
-        bar = None
-        if progress:
-            from tqdm import tqdm
 
-            bar = tqdm(total=len(batches), desc=f"sasrec epoch {epoch}", unit="step", leave=False)
-        loss_sum, tokens = 0.0, 0
-        for bi in rng.permutation(len(batches)):
-            group = [windows[j] for j in batches[bi]]
-            T = max(len(w) for w in group) - 1
-            inputs = torch.zeros(len(group), T, dtype=torch.long)
-            targets = torch.zeros(len(group), T, dtype=torch.long)
-            for r, w in enumerate(group):
-                inputs[r, : len(w) - 1] = torch.from_numpy(w[:-1])
-                targets[r, : len(w) - 1] = torch.from_numpy(w[1:])
-            elapsed = seconds + time.perf_counter() - t0
-            lr = learning_rate(config, step, max(step / total_steps, elapsed / config.time_budget_s))
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            logits = model(inputs)
-            logits[..., PAD] = float("-inf")
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                     ignore_index=PAD)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
-            loss_sum += float(loss.detach())
-            tokens += int((targets != PAD).sum())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / bar.n:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}")
-            if elapsed >= config.time_budget_s:
-                break
-        if bar is not None:
-            bar.close()
-        seconds += time.perf_counter() - t0
-        if epoch % config.eval_every == 0 or epoch == config.max_epochs or seconds >= config.time_budget_s:
-            metrics, _ = evaluate(rec, val)
-            if metrics["recall@10"] > best:
-                best, bad, best_metrics = metrics["recall@10"], 0, metrics
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-            log(f"sasrec epoch {epoch} step {step} loss {loss_sum / max(len(batches), 1):.4f} train {seconds:.0f}s "
-                f"| val R@10 {metrics['recall@10']:.4f} N@10 {metrics['ndcg@10']:.4f} (best {best:.4f})")
-            if bad >= config.patience:
-                break
+    def loss_of(batch) -> torch.Tensor:
+        inputs, targets = batch
+        logits = model(inputs)
+        logits[..., PAD] = float("-inf")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD)
+
+    def after_epoch(record: dict, improved: bool) -> None:
+        nonlocal best_state, best_metrics
+        if "val" not in record:
+            return
+        if improved:
+            best_metrics = record["val"]
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        log(f"sasrec epoch {record['epoch']} step {record['step']} loss {record['loss']:.4f} "
+            f"train {record['train_seconds']:.0f}s | val R@10 {record['val']['recall@10']:.4f} "
+            f"N@10 {record['val']['ndcg@10']:.4f} (best {stopping.best:.4f})")
+
+    budget = TimeBudget(config.time_budget_s)
+    train_loop(model, optimizer, lambda: epoch_windows(streams, rng, config), loss_of,
+               schedule=WarmupCosine(config.lr, config.warmup_steps, config.min_lr_ratio), budget=budget,
+               stopping=stopping, evaluate=lambda: evaluate(rec, val)[0], after_epoch=after_epoch,
+               max_epochs=config.max_epochs, steps_per_epoch=steps_per_epoch, grad_clip=config.grad_clip,
+               eval_every=config.eval_every, tokens_of=lambda batch: int((batch[1] != PAD).sum()),
+               progress=progress, desc="sasrec epoch")
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return rec, best_metrics, seconds
+    return rec, best_metrics, budget.spent
 
 
 def config_dict(config) -> dict:

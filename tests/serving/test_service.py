@@ -230,7 +230,7 @@ def test_sid_prefix_keeps_the_search_inside_a_region(world):
 
 
 def test_vectorised_seen_items_match_the_engine_scan(world):
-    from serving.generation import GenerationConfig, GenerationEngine
+    from trainer.generation import GenerationConfig, GenerationEngine
 
     service, history, _ = world
     state = service.state

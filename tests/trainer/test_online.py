@@ -7,7 +7,7 @@ import torch
 
 from catalogue.trie import SidTrie
 from catalogue.vocab import Vocabulary
-from serving.generation import GenerationConfig, GenerationEngine
+from trainer.generation import GenerationConfig, GenerationEngine
 from trainer.model import ModelConfig, Transformer
 from trainer.online import (OnlineConfig, OnlineDataError, OnlineTrainer, ReplayBuffer, RollingMetrics,
                             Prediction, StreamExample, gate, split_window)

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -7,9 +8,11 @@ from hypothesis import given, settings, strategies as st
 
 from catalogue.trie import SidTrie
 from catalogue.vocab import Vocabulary
-from serving.generation import GenerationConfig, GenerationEngine, GenerationError, exhaustive_scores
-from serving.value import ValueFunction
+from tests.trainer.generation_oracle import exhaustive_scores
+from trainer.generation import GenerationConfig, GenerationEngine, GenerationError, load_engine
 from trainer.model import ModelConfig, Transformer
+from trainer.registry import save_model
+from trainer.value import ValueFunction
 
 VOCAB = Vocabulary(levels=2, codes_per_level=4, suffix_size=2, actions=("click", "skip", "like", "downvote"))
 
@@ -161,15 +164,9 @@ def test_actions_are_read_for_the_beams_that_can_be_returned():
 
 
 def test_load_engine_checks_vocabulary(tmp_path):
-    from types import SimpleNamespace
-
-    from trainer.registry import save_model
-
     trie = make_trie(6)
     model = make_model()
     save_model(tmp_path / "m", model, VOCAB, extra={"train_config": {"window_events": 7}})
-    from serving.generation import load_engine
-
     engine = load_engine(tmp_path / "m", SimpleNamespace(vocab=VOCAB, trie=trie))
     assert engine.config.window_events == 7
     assert len(engine.recommend([history(trie, ["i1"])])[0]) == 5

@@ -1,13 +1,17 @@
 """The generation engine: histories in, ranked real items with action probabilities out.
 
-Pure core (torch + the catalogue's trie), wrapped by serving's adapters. For a batch of users it
-1. encodes each history once (left-padded into one batch, KV cache kept);
-2. runs beam search over the item's SID tokens (L levels + the collision suffix), masking at every
-   step every token that does not continue a live item's SID in the trie, so every finished beam is a
-   real item; beams share their user's history cache and only their own few tokens are reordered;
-3. feeds each finished item's last token once more and reads the distribution over action tokens:
-   P(action | history, item); a value function turns it into a score;
-4. drops items already in the history (configurable) and returns the top k, best first.
+Pure core (torch + the catalogue's trie), wrapped by serving's adapters. For a batch of users the beam search
+runs in named steps:
+1. first step: prefill each history once (left-padded into one batch, KV cache kept) and keep the best
+   `beam_size` first-level SID codes per user;
+2. extend: one SID level at a time, masking every token that does not continue a live item's SID in the
+   trie, so every beam stays on a real item; beams share their user's history cache and only their own few
+   tokens are reordered;
+3. finish: the last level (the collision suffix) names each candidate's item; items already in the history
+   are dropped (configurable) before the best beams are kept;
+4. read actions: each finished item's last token goes through the model once more, and the distribution
+   over action tokens is P(action | history, item);
+then a value function turns those into a score and the top k, best first, are returned.
 """
 from __future__ import annotations
 
@@ -17,10 +21,13 @@ from typing import Collection, Mapping, Sequence
 
 import torch
 
-from serving.value import DEFAULT_WEIGHTS, ValueFunction
+from trainer.model import KVCache
+from trainer.registry import load_model, load_vocab
+from trainer.value import DEFAULT_WEIGHTS, ValueFunction
 
 Event = tuple[str, str]  # (item_id, action)
 ORDERINGS = ("logprob", "value", "expected_value")
+NEG_INF = torch.tensor(float("-inf"))
 
 
 class GenerationError(ValueError):
@@ -35,7 +42,7 @@ class GenerationConfig:
     window_events: int | None = 50  # history events fed to the model (None: all that fit max_len)
     # logprob: retrieval likelihood; value: the value function; expected_value: P(item) * value
     order_by: str = "logprob"
-    value_weights: Mapping[str, float] | None = None  # None: serving.value.DEFAULT_WEIGHTS
+    value_weights: Mapping[str, float] | None = None  # None: trainer.value.DEFAULT_WEIGHTS
     with_actions: bool = True  # False skips the action step (retrieval only; values are then 0)
 
     def __post_init__(self) -> None:
@@ -47,6 +54,13 @@ class GenerationConfig:
             raise GenerationError(f"order_by must be one of {ORDERINGS}, got {self.order_by!r}")
         if not self.with_actions and self.order_by != "logprob":
             raise GenerationError(f"order_by={self.order_by!r} needs with_actions=True")
+
+
+@dataclass(frozen=True)
+class Beams:
+    """The live beams of a batch, `beam_size` per user, best first."""
+    tokens: torch.Tensor  # [B, W, t] SID tokens so far
+    scores: torch.Tensor  # [B, W] log P(tokens | history); -inf: a dead beam
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,11 @@ class GenerationEngine:
         if not self.config.exclude_seen:
             seen = [set()] * len(token_histories)
         items, log_probs, action_probs = self.search([self._truncate(t) for t in token_histories], seen)
+        return self.rank(items, log_probs, action_probs)
+
+    def rank(self, items: list[list[str | None]], log_probs: torch.Tensor,
+             action_probs: torch.Tensor) -> list[list[Recommendation]]:
+        """The search's beams as recommendations: valued, ordered by `order_by`, the top k per user."""
         values = (action_probs @ self.value_vector).tolist()
         log_probs, action_probs = log_probs.tolist(), action_probs.tolist()
         actions = self.vocab.actions
@@ -164,7 +183,79 @@ class GenerationEngine:
         return out
 
     # ----- the search
-    def _prefill(self, token_histories: Sequence[Sequence[int]]):
+    @torch.no_grad()
+    def search(self, token_histories: Sequence[Sequence[int]], seen: Sequence[Collection[str]]):
+        """Beam search for a batch. Returns (items [B][W] with None for dead beams, log_probs [B, W],
+        action_probs [B, W, A]); beams are in descending log-probability order. With order_by="logprob" only
+        the first top_k beams get action probabilities (the rest, never returned, stay 0)."""
+        beams, cache = self.first_step(token_histories)
+        for level in range(1, self.vocab.sid_length - 1):
+            beams, cache = self.extend(beams, cache, level)
+        beams, items, cache = self.finish(beams, cache, seen)
+        return items, beams.scores, self.read_actions(beams, cache)
+
+    def first_step(self, token_histories: Sequence[Sequence[int]]) -> tuple[Beams, KVCache]:
+        """Prefill the histories and keep the best first-level codes: (beams, their expanded cache)."""
+        W = self.config.beam_size
+        hidden, cache = self.model.prefill(*self._left_pad(token_histories))
+        logp, span = self._level_log_probs(hidden, 0)
+        # one row for everyone: the root's children are the same for every user
+        root = self.trie.next_token_mask(torch.zeros((1, 0), dtype=torch.long))[:, span.start : span.stop]
+        scores = torch.where(root, logp, NEG_INF)
+        k = min(W, scores.shape[1])
+        beam_scores, idx = scores.topk(k, dim=1)
+        if k < W:  # fewer level-0 codes than beams: pad with dead beams
+            B = len(token_histories)
+            beam_scores = torch.cat([beam_scores, NEG_INF.expand(B, W - k)], 1)
+            idx = torch.cat([idx, torch.zeros(B, W - k, dtype=torch.long)], 1)
+        return Beams((idx + span.start).unsqueeze(-1), beam_scores), cache.expand(W)
+
+    def extend(self, beams: Beams, cache: KVCache, level: int) -> tuple[Beams, KVCache]:
+        """One more SID level: every beam's continuations under the trie, the best per user kept."""
+        candidates, _, span = self._candidates(beams, cache, level)
+        beams, parent, _ = self._keep_best(beams, candidates, span)
+        return beams, cache.select(self._rows(parent).reshape(-1))
+
+    def finish(self, beams: Beams, cache: KVCache,
+               seen: Sequence[Collection[str]]) -> tuple[Beams, list[list[str | None]], KVCache | None]:
+        """The last SID level (the collision suffix): candidates are named, the seen ones dropped, the best kept.
+
+        Returns (beams, their items [B][W] with None for dead beams, the cache of the beams whose actions are
+        to be read, or None with with_actions=False).
+        """
+        B, W, _ = beams.tokens.shape
+        candidates, mask, span = self._candidates(beams, cache, self.vocab.sid_length - 1)
+        named = self._resolve_and_exclude(candidates, mask, beams.tokens, span, seen)
+        beams, parent, token = self._keep_best(beams, candidates, span)
+        rows = self._rows(parent)
+        items: list[list[str | None]] = [[None] * W for _ in range(B)]
+        alive, parent_rows, tokens = (beams.scores > float("-inf")).tolist(), rows.tolist(), token.tolist()
+        for b in range(B):
+            for w in range(W):
+                if alive[b][w]:
+                    items[b][w] = named.get((parent_rows[b][w], tokens[b][w]))
+        if not self.config.with_actions:
+            return beams, items, None
+        acted = self._acted_beams()
+        return beams, items, cache.select(rows[:, :acted].reshape(-1), group=acted)
+
+    def read_actions(self, beams: Beams, cache: KVCache | None) -> torch.Tensor:
+        """P(action | history, item) [B, W, A] after each finished item's last token, for the beams `finish`
+        kept in `cache` (0 for the others, and for all without a cache)."""
+        B, W, _ = beams.tokens.shape
+        probs = torch.zeros(B, W, len(self.vocab.actions))
+        if cache is None:
+            return probs
+        acted = cache.group
+        last = beams.tokens[:, :acted, -1].reshape(B * acted, 1)
+        hidden = self.model.decode(last, cache)[:, -1]
+        logits = self.model.logits(hidden, self.vocab.action_range)
+        probs[:, :acted] = torch.softmax(logits.float(), dim=-1).view(B, acted, -1)
+        return probs
+
+    # ----- search helpers
+    def _left_pad(self, token_histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Histories as one left-padded batch: (tokens [B, T], valid [B, T])."""
         B = len(token_histories)
         T = max(len(t) for t in token_histories)
         tokens = torch.full((B, T), self.vocab.PAD, dtype=torch.long)
@@ -175,9 +266,12 @@ class GenerationEngine:
                 valid[b, T - len(t) :] = True
         if not bool(valid[:, -1].all()):
             raise GenerationError("every history needs at least one token (BOS)")
-        cache = self.model.new_cache()
-        hidden = self.model.hidden(tokens, valid, cache, last_only=True)[:, -1]
-        return hidden, cache
+        return tokens, valid
+
+    def _acted_beams(self) -> int:
+        """Beams whose actions are read: ordered by log-probability only the best top_k can be returned."""
+        W = self.config.beam_size
+        return min(W, self.config.top_k) if self.config.order_by == "logprob" else W
 
     def _level_log_probs(self, hidden: torch.Tensor, level: int) -> tuple[torch.Tensor, range]:
         """log P(code at `level` | history, previous codes), normalised over that level's tokens (the
@@ -185,74 +279,35 @@ class GenerationEngine:
         span = self.vocab.level_range(level)
         return torch.log_softmax(self.model.logits(hidden, span).float(), dim=-1), span
 
-    @torch.no_grad()
-    def search(self, token_histories: Sequence[Sequence[int]], seen: Sequence[Collection[str]]):
-        """Beam search for a batch. Returns (items [B][W] with None for dead beams, log_probs [B, W],
-        action_probs [B, W, A]); beams are in descending log-probability order. With order_by="logprob" only
-        the first top_k beams get action probabilities (the rest, never returned, stay 0)."""
-        vocab, trie = self.vocab, self.trie
-        W, S = self.config.beam_size, vocab.sid_length
-        B = len(token_histories)
-        hidden, cache = self._prefill(token_histories)
-        neg_inf = torch.tensor(float("-inf"))
+    def _candidates(self, beams: Beams, cache: KVCache, level: int) -> tuple[torch.Tensor, torch.Tensor, range]:
+        """Every beam's one-code continuations at `level`: (scores [B*W, V] = beam score + the code's log-prob,
+        -inf where the trie holds no item; the trie's mask [B*W, V]; the level's token span)."""
+        B, W, t = beams.tokens.shape
+        hidden = self.model.decode(beams.tokens[:, :, -1].reshape(B * W, 1), cache)[:, -1]
+        logp, span = self._level_log_probs(hidden, level)
+        mask = self.trie.next_token_mask(beams.tokens.reshape(B * W, t))[:, span.start : span.stop]
+        return torch.where(mask, logp + beams.scores.reshape(B * W, 1), NEG_INF), mask, span
 
-        # step 0: one row per user (the root's children are the same for everyone)
-        logp, span = self._level_log_probs(hidden, 0)
-        root = trie.next_token_mask(torch.zeros((1, 0), dtype=torch.long))[:, span.start : span.stop]
-        scores = torch.where(root, logp, neg_inf)
-        k = min(W, scores.shape[1])
-        beam_scores, idx = scores.topk(k, dim=1)
-        if k < W:  # fewer level-0 codes than beams: pad with dead beams
-            beam_scores = torch.cat([beam_scores, neg_inf.expand(B, W - k)], 1)
-            idx = torch.cat([idx, torch.zeros(B, W - k, dtype=torch.long)], 1)
-        beam_tokens = (idx + span.start).unsqueeze(-1)  # [B, W, t]
-        cache = cache.expand(W)
-        user_rows = torch.arange(B).repeat_interleave(W)
-        items: list[list[str | None]] = [[None] * W for _ in range(B)]
+    @staticmethod
+    def _keep_best(beams: Beams, candidates: torch.Tensor, span: range) -> tuple[Beams, torch.Tensor, torch.Tensor]:
+        """The best W candidates of each user: (new beams, their parent beam [B, W], their code [B, W])."""
+        B, W, t = beams.tokens.shape
+        V = candidates.shape[1]
+        scores, idx = candidates.view(B, W * V).topk(W, dim=1)
+        parent, code = idx // V, idx % V
+        tokens = torch.cat([beams.tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t)),
+                            (code + span.start).unsqueeze(-1)], 2)
+        return Beams(tokens, scores), parent, code
 
-        action_probs = torch.zeros(B, W, len(vocab.actions))
-        # ordered by log-probability, only the best top_k beams can be returned: only they need their actions
-        acted = min(W, self.config.top_k) if self.config.order_by == "logprob" else W
-        for step in range(1, S + 1 if self.config.with_actions else S):
-            if step == S:  # the action after each finished item
-                last = beam_tokens[:, :acted, -1].reshape(B * acted, 1)
-                hidden = self.model.hidden(last, cache=cache)[:, -1]
-                action_logits = self.model.logits(hidden, vocab.action_range)
-                action_probs[:, :acted] = torch.softmax(action_logits.float(), dim=-1).view(B, acted, -1)
-                break
-            last = beam_tokens[:, :, -1].reshape(B * W, 1)
-            hidden = self.model.hidden(last, cache=cache)[:, -1]
-            logp, span = self._level_log_probs(hidden, step)  # [B*W, V_l]
-            mask = trie.next_token_mask(beam_tokens.reshape(B * W, step))[:, span.start : span.stop]
-            cand = torch.where(mask, logp + beam_scores.reshape(B * W, 1), neg_inf)
-            final = step == S - 1
-            if final:
-                cand_items = self._resolve_and_exclude(cand, mask, beam_tokens, span, seen, W)
-            V = cand.shape[1]
-            cand = cand.view(B, W * V)
-            beam_scores, idx = cand.topk(W, dim=1)
-            parent = idx // V
-            token = idx % V
-            beam_tokens = torch.cat(
-                [beam_tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, step)), (token + span.start).unsqueeze(-1)], 2
-            )
-            rows = (user_rows * W).view(B, W).add(parent)
-            if not final:
-                cache = cache.select(rows.reshape(-1))
-            elif self.config.with_actions:
-                cache = cache.select(rows[:, :acted].reshape(-1), group=acted)
-            if final:
-                alive = (beam_scores > float("-inf")).tolist()
-                parent_rows = (parent + torch.arange(B)[:, None] * W).tolist()
-                tokens = token.tolist()
-                for b in range(B):
-                    for w in range(W):
-                        if alive[b][w]:
-                            items[b][w] = cand_items.get((parent_rows[b][w], tokens[b][w]))
-        return items, beam_scores, action_probs
+    @staticmethod
+    def _rows(parent: torch.Tensor) -> torch.Tensor:
+        """Parent beams [B, W] within each user -> rows [B, W] of the batch's B*W beam rows."""
+        B, W = parent.shape
+        return parent + torch.arange(B)[:, None] * W
 
-    def _resolve_and_exclude(self, cand, mask, beam_tokens, span, seen, W):
+    def _resolve_and_exclude(self, cand, mask, beam_tokens, span, seen):
         """Name the item of every live final-step candidate; drop (in place) those already seen."""
+        W = beam_tokens.shape[1]
         rows, cols = torch.nonzero(mask & (cand > float("-inf")), as_tuple=True)
         offsets = torch.tensor(self.vocab.level_offsets[: beam_tokens.shape[-1]])
         prefix_codes = beam_tokens.reshape(-1, beam_tokens.shape[-1])[rows] - offsets
@@ -272,32 +327,12 @@ class GenerationEngine:
         return named
 
 
-def exhaustive_scores(model, vocab, trie, token_history: Sequence[int], item_ids: Sequence[str]) -> dict[str, float]:
-    """Reference: log P(item's SID | history) by scoring every item's full SID with one plain forward pass
-    each (no search, no cache), each code normalised over its level's tokens as the engine does."""
-    with torch.no_grad():
-        out = {}
-        n = len(token_history)
-        for item in item_ids:
-            sid = vocab.sid_to_tokens(trie.codes_of(item))
-            logits = model(torch.tensor([list(token_history) + sid]))[0].float()
-            total = 0.0
-            for level, token in enumerate(sid):
-                span = vocab.level_range(level)
-                logp = torch.log_softmax(logits[n - 1 + level, span.start : span.stop], dim=-1)
-                total += float(logp[token - span.start])
-            out[item] = total
-        return out
-
-
 def load_engine(model_dir, catalogue, config: GenerationConfig | None = None) -> GenerationEngine:
     """An engine over a registry model directory and a loaded catalogue (catalogue.catalogue.ItemCatalogue).
 
     Refuses a model trained on another vocabulary layout. A different vocabulary *version* (new codebooks)
     is refused too, since the model's SID tokens would then mean other items.
     """
-    from trainer.registry import load_model, load_vocab
-
     model, manifest = load_model(model_dir)
     trained_on = load_vocab(manifest)
     vocab = catalogue.vocab
