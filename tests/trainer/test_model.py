@@ -45,16 +45,19 @@ def test_causal_future_tokens_do_not_change_past():
 def test_kv_cached_decoding_equals_uncached():
     model = tiny()
     tokens = torch.randint(0, 37, (2, 12))
-    full = model(tokens)
-    cache = model.new_cache()
-    prefix = model(tokens[:, :5], cache=cache)
-    steps = [prefix] + [model(tokens[:, t : t + 1], cache=cache) for t in range(5, 12)]
-    cached = torch.cat(steps, dim=1)
-    assert cache.length == 12
-    assert torch.allclose(full, cached, atol=1e-5)
+    full = model.hidden(tokens)
+    last, cache = model.prefill(tokens[:, :5])
+    assert cache.length == 5
+    beams = cache.expand(1)  # one beam per row: plain incremental decoding
+    steps = torch.cat([model.decode(tokens[:, t : t + 1], beams) for t in range(5, 12)], dim=1)
+    assert beams.beam_length == 7
+    assert torch.allclose(last, full[:, 4], atol=1e-5)
+    assert torch.allclose(steps, full[:, 5:], atol=1e-5)
+    several = model.decode(tokens[:, 5:8], cache.expand(1))  # several tokens in one call, causal among them
+    assert torch.allclose(several, full[:, 5:8], atol=1e-5)
 
 
-def test_left_padding_matches_unpadded_rows_and_cache_select():
+def test_left_padding_matches_unpadded_rows_and_beams():
     model = tiny()
     short = torch.randint(1, 37, (1, 6))
     long = torch.randint(1, 37, (1, 9))
@@ -63,70 +66,73 @@ def test_left_padding_matches_unpadded_rows_and_cache_select():
     batch[1] = long
     valid = batch != 0
     valid[1] = True
-    cache = model.new_cache()
-    out = model(batch, valid=valid, cache=cache)
-    assert torch.allclose(out[0, 3:], model(short)[0], atol=1e-5)
-    assert torch.allclose(out[1], model(long)[0], atol=1e-5)
-    # one step after duplicating row 0 (as beam expansion does) equals decoding the short row alone
-    nxt = torch.tensor([[5], [7], [9]])
-    beams = cache.select(torch.tensor([0, 0, 1]))
-    step = model(nxt, cache=beams)
-    assert torch.allclose(step[0, 0], model(torch.cat([short, nxt[:1]], 1))[0, -1], atol=1e-5)
-    assert torch.allclose(step[1, 0], model(torch.cat([short, nxt[1:2]], 1))[0, -1], atol=1e-5)
-    assert torch.allclose(step[2, 0], model(torch.cat([long, nxt[2:]], 1))[0, -1], atol=1e-5)
+    last, cache = model.prefill(batch, valid)
+    assert torch.allclose(last[0], model.hidden(short)[0, -1], atol=1e-5)
+    assert torch.allclose(last[1], model.hidden(long)[0, -1], atol=1e-5)
+    # one step of two beams per row equals decoding each row alone
+    nxt = torch.tensor([[5], [7], [9], [11]])
+    step = model.decode(nxt, cache.expand(2))
+    for row, history in enumerate([short, short, long, long]):
+        alone = model.hidden(torch.cat([history, nxt[row : row + 1]], 1))[0, -1]
+        assert torch.allclose(step[row, 0], alone, atol=1e-5), row
 
 
-def test_last_only_equals_the_last_position_and_fills_the_same_cache():
+def test_prefill_runs_the_last_block_for_the_last_position_alone_and_caches_every_position():
     model = tiny()
     tokens = torch.randint(1, 37, (3, 10))
-    # training path (no cache, no padding)
-    assert torch.allclose(model.hidden(tokens, last_only=True), model.hidden(tokens)[:, -1:], atol=1e-5)
-    # left-padded rows with a cache, as the engine encodes histories
     valid = torch.ones(3, 10, dtype=torch.bool)
     valid[0, :4] = False
-    full_cache, last_cache = model.new_cache(), model.new_cache()
-    full = model.hidden(tokens, valid, full_cache)
-    last = model.hidden(tokens, valid, last_cache, last_only=True)
-    assert last.shape == (3, 1, 32)
-    assert torch.allclose(last, full[:, -1:], atol=1e-5)
-    for a, b in zip(full_cache.keys + full_cache.values, last_cache.keys + last_cache.values):
-        assert torch.allclose(a, b, atol=1e-6)
-    assert torch.equal(full_cache.next_position, last_cache.next_position)
-    assert torch.allclose(full_cache.event_sum, last_cache.event_sum, atol=1e-6)
-    # padding-free rows with a cache take the unmasked branch for the last query
-    valid_all = torch.ones(3, 10, dtype=torch.bool)
-    assert torch.allclose(model.hidden(tokens, valid_all, last_only=True), model.hidden(tokens, valid_all)[:, -1:],
-                          atol=1e-5)
+    seen = []
+    hook = model.blocks[-1].mlp.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    last, cache = model.prefill(tokens, valid)
+    hook.remove()
+    assert seen == [(3, 1, 32)] and last.shape == (3, 32)
+    # the padded batch caches exactly what each row alone caches, at its real positions
+    for row in range(3):
+        real = tokens[row : row + 1][:, valid[row]]
+        alone_last, alone = model.prefill(real)
+        assert torch.allclose(last[row], alone_last[0], atol=1e-5)
+        assert torch.allclose(last[row], model.hidden(real)[0, -1], atol=1e-5)
+        for a, b in zip(cache.keys + cache.values, alone.keys + alone.values):
+            assert torch.allclose(a[row][:, valid[row]], b[0], atol=1e-5)
+        assert int(cache.next_position[row]) == int(alone.next_position[0]) == int(valid[row].sum())
+        assert torch.allclose(cache.event_sum[row], alone.event_sum[0], atol=1e-6)
 
 
 def test_expanded_cache_select_can_keep_fewer_beams_per_user():
     model = tiny()
     prefix = torch.randint(1, 37, (2, 6))
-    cache = model.new_cache()
-    model.hidden(prefix, cache=cache)
+    _, cache = model.prefill(prefix)
     beams = cache.expand(3)
     beam_tokens = torch.randint(1, 37, (6, 1))  # rows: user 0 beams 0-2, user 1 beams 0-2
-    model.hidden(beam_tokens, cache=beams)
+    model.decode(beam_tokens, beams)
     kept_rows = [1, 2, 3, 5]  # user 0: beams 1, 2; user 1: beams 0, 2
     kept = beams.select(torch.tensor(kept_rows), group=2)
     nxt = torch.randint(1, 37, (4, 1))
-    step = model.hidden(nxt, cache=kept)
+    step = model.decode(nxt, kept)
     for row, source in enumerate(kept_rows):  # equals the same three tokens decoded alone
         user = source // 3
         alone = torch.cat([prefix[user], beam_tokens[source], nxt[row]])[None]
         assert torch.allclose(step[row, 0], model.hidden(alone)[0, -1], atol=1e-5)
     with pytest.raises(ValueError, match="groups"):
         beams.select(torch.tensor([1, 2, 3]), group=2)
-    with pytest.raises(ValueError, match="expanded"):
+    with pytest.raises(ValueError, match="expand"):
         cache.select(torch.tensor([0, 1]), group=1)  # the unexpanded prefix cache has no beam groups
-    with pytest.raises(ValueError, match="last_only"):
-        model.hidden(nxt, cache=kept, last_only=True)
+    with pytest.raises(ValueError, match="expand"):
+        model.decode(nxt[:2], cache)  # decoding extends beams, never the prefill's prefix
+    with pytest.raises(ValueError, match="already expanded"):
+        beams.expand(2)
 
 
 def test_too_long_stream_is_rejected():
     model = tiny()
     with pytest.raises(ValueError, match="max_len"):
         model(torch.zeros(1, 41, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_len"):
+        model.prefill(torch.ones(1, 41, dtype=torch.long))
+    _, cache = model.prefill(torch.ones(1, 40, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_len"):
+        model.decode(torch.ones(1, 1, dtype=torch.long), cache.expand(1))
 
 
 def test_bad_config_is_rejected():
@@ -143,18 +149,17 @@ def test_expanded_beam_cache_equals_uncached_decoding():
     batch[1] = long
     valid = torch.ones(2, 7, dtype=torch.bool)
     valid[0, :3] = False
-    cache = model.new_cache()
-    model(batch, valid=valid, cache=cache)
+    _, cache = model.prefill(batch, valid)
     beams = cache.expand(3)  # rows: user0 x3, user1 x3
     first = torch.tensor([[5], [6], [7], [8], [9], [10]])
-    model(first, cache=beams)
+    model.decode(first, beams)
     # reorder within each user's group, then decode two more tokens
     parents = torch.tensor([2, 2, 0, 4, 3, 3])
     beams = beams.select(parents)
     second = torch.tensor([[11], [12], [13], [14], [15], [16]])
-    model(second, cache=beams)
+    model.decode(second, beams)
     third = torch.tensor([[17], [18], [19], [20], [21], [22]])
-    out = model(third, cache=beams)[:, -1]
+    out = model.logits(model.decode(third, beams))[:, -1]
     assert beams.beam_length == 3 and beams.length == 7
     histories = [short, short, short, long, long, long]
     for row in range(6):
@@ -190,12 +195,21 @@ def test_event_context_sums_each_event_up_to_its_end_token():
 def test_event_context_is_carried_across_cached_calls_mid_event():
     model = tiny()
     tokens = torch.tensor([[1, 3, 4, 5, 6, 7, 8, 9, 2, 10, 12]])
-    full = model(tokens)
+    full = model.hidden(tokens)
     for cut in (3, 6, 8, 9):  # inside an event, right after an end, ...
-        cache = model.new_cache()
-        head = model(tokens[:, :cut], cache=cache)
-        tail = torch.cat([model(tokens[:, t : t + 1], cache=cache) for t in range(cut, tokens.shape[1])], 1)
-        assert torch.allclose(full, torch.cat([head, tail], 1), atol=1e-5), cut
+        last, cache = model.prefill(tokens[:, :cut])
+        beams = cache.expand(1)
+        tail = torch.cat([model.decode(tokens[:, t : t + 1], beams) for t in range(cut, tokens.shape[1])], 1)
+        assert torch.allclose(full[:, cut - 1], last, atol=1e-5), cut
+        assert torch.allclose(full[:, cut:], tail, atol=1e-5), cut
+
+
+def test_parameter_names_are_those_of_saved_models():
+    names = set(tiny().state_dict())
+    block = {"norm1.weight", "attn.qkv.weight", "attn.proj.weight", "norm2.weight", "mlp.up.weight", "mlp.down.weight"}
+    expected = {"tok_emb.weight", "pos_emb.weight", "event_emb.weight", "norm.weight", "head.weight"}
+    expected |= {f"blocks.{i}.{name}" for i in range(2) for name in block}
+    assert names == expected
 
 
 def test_models_saved_without_event_context_still_load():
