@@ -226,14 +226,14 @@ class GenerationEngine:
         B, W, _ = beams.tokens.shape
         candidates, mask, span = self._candidates(beams, cache, self.vocab.sid_length - 1)
         named = self._resolve_and_exclude(candidates, mask, beams.tokens, span, seen)
-        beams, parent, token = self._keep_best(beams, candidates, span)
+        beams, parent, code = self._keep_best(beams, candidates, span)
         rows = self._rows(parent)
         items: list[list[str | None]] = [[None] * W for _ in range(B)]
-        alive, parent_rows, tokens = (beams.scores > float("-inf")).tolist(), rows.tolist(), token.tolist()
+        alive, parent_rows, codes = (beams.scores > float("-inf")).tolist(), rows.tolist(), code.tolist()
         for b in range(B):
             for w in range(W):
                 if alive[b][w]:
-                    items[b][w] = named.get((parent_rows[b][w], tokens[b][w]))
+                    items[b][w] = named.get((parent_rows[b][w], codes[b][w]))
         if not self.config.with_actions:
             return beams, items, None
         acted = self._acted_beams()
