@@ -10,14 +10,14 @@ vectorised probe sequence and unpacks their child bitsets, with no Python loop o
 Keys are never deleted from the hash tables (a removed prefix keeps its row with count 0 and is reused
 when it comes back), which keeps probing simple; memory therefore tracks prefixes ever seen.
 
-`ReferenceTrie` is the plain dict-of-dicts implementation the array trie is tested against.
-`TrieStore` keeps versioned snapshots with swap and rollback.
+`apply_catalogue_change` is the one rule by which a catalogue entry (item -> SID, or a removal) changes a trie;
+the stream worker, the online trainer and the serving replicas all follow the catalogue through it.
 """
 from __future__ import annotations
 
 import sys
-import threading
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -519,146 +519,42 @@ class SidTrie:
         return {"arrays": int(arrays), "python": int(ids), "total": int(arrays + ids)}
 
 
-class ReferenceTrie:
-    """Plain dict-of-dicts trie with the same semantics; the parity oracle for SidTrie."""
+class SidChange(Protocol):
+    """What `apply_catalogue_change` reads of a catalogue entry (`streams.schemas.CatalogueChange`)."""
 
-    def __init__(self, vocab: Vocabulary):
-        self.vocab = vocab
-        self.root: dict = {}
-        self.codes: dict[str, tuple[int, ...]] = {}
-
-    def insert(self, item_id: str, codes: Sequence[int]) -> None:
-        codes = tuple(int(c) for c in codes)
-        holder = self.item_at(codes)
-        if holder is not None and holder != item_id:
-            raise SidCollisionError(f"SID {codes} already names {holder!r}")
-        if item_id in self.codes:
-            self.remove(item_id)
-        node = self.root
-        for code in codes[:-1]:
-            node = node.setdefault(code, {})
-        node[codes[-1]] = item_id
-        self.codes[item_id] = codes
-
-    def remove(self, item_id: str) -> None:
-        codes = self.codes.pop(item_id)
-        path = [self.root]
-        for code in codes[:-1]:
-            path.append(path[-1][code])
-        del path[-1][codes[-1]]
-        for depth in range(len(codes) - 1, 0, -1):
-            if not path[depth]:
-                del path[depth - 1][codes[depth - 1]]
-
-    def item_at(self, codes: Sequence[int]) -> str | None:
-        node = self.root
-        for code in codes:
-            if not isinstance(node, dict) or code not in node:
-                return None
-            node = node[code]
-        return node if isinstance(node, str) else None
-
-    def items_with_prefix(self, prefix: Sequence[int]) -> list[str]:
-        node = self.root
-        for code in prefix:
-            if not isinstance(node, dict) or code not in node:
-                return []
-            node = node[code]
-        out: list[str] = []
-
-        def walk(n):
-            if isinstance(n, str):
-                out.append(n)
-                return
-            for code in sorted(n):
-                walk(n[code])
-
-        walk(node)
-        return out
-
-    def next_token_mask(self, prefix_tokens: torch.Tensor) -> torch.Tensor:
-        vocab = self.vocab
-        tokens = torch.as_tensor(prefix_tokens).tolist()
-        mask = torch.zeros((len(tokens), vocab.size), dtype=torch.bool)
-        for b, row in enumerate(tokens):
-            node: dict | str | None = self.root
-            for level, token in enumerate(row):
-                code = token - vocab.level_offset(level)
-                if not isinstance(node, dict) or code not in node:
-                    node = None
-                    break
-                node = node[code]
-            if isinstance(node, dict):
-                level = len(row)
-                for code in node:
-                    mask[b, vocab.level_offset(level) + code] = True
-        return mask
+    item_id: str
+    codes: tuple[int, ...] | None  # None: the item is removed
 
 
-class TrieStore:
-    """Versioned trie snapshots: publish a new one, swap to any kept version, roll back.
-
-    Readers take `store.active` once per request; publishing replaces that reference atomically, so a
-    request never sees a half-updated trie.
-    """
-
-    def __init__(self, trie: SidTrie | None = None, keep: int = 8):
-        self._lock = threading.Lock()
-        self._versions: dict[int, SidTrie] = {}
-        self._history: list[int] = []
-        self._next = 1
-        self.keep = keep
-        self._active: SidTrie | None = None
-        self.active_version: int | None = None
-        if trie is not None:
-            self.publish(trie)
-
-    @property
-    def active(self) -> SidTrie:
-        if self._active is None:
-            raise TrieError("no trie has been published yet")
-        return self._active
-
-    @property
-    def versions(self) -> list[int]:
-        return sorted(self._versions)
-
-    def publish(self, trie: SidTrie, copy: bool = True) -> int:
-        with self._lock:
-            version = self._next
-            self._next += 1
-            self._versions[version] = trie.snapshot() if copy else trie
-            self._activate(version)
-            for old in sorted(self._versions)[:-self.keep]:
-                if old != self.active_version:
-                    del self._versions[old]
-            return version
-
-    def _activate(self, version: int) -> None:
-        self._history.append(version)
-        self.active_version = version
-        self._active = self._versions[version]
-
-    def swap(self, version: int) -> None:
-        with self._lock:
-            if version not in self._versions:
-                raise TrieError(f"trie version {version} is not kept; kept versions: {sorted(self._versions)}")
-            self._activate(version)
-
-    def rollback(self) -> int:
-        """Return to the version that was active before the current one."""
-        with self._lock:
-            history = self._history
-            while len(history) > 1:
-                history.pop()
-                previous = history[-1]
-                if previous in self._versions:
-                    self.active_version = previous
-                    self._active = self._versions[previous]
-                    return previous
-            raise TrieError("nothing to roll back to")
+@dataclass(frozen=True)
+class ChangeOutcome:
+    status: Literal["applied", "unchanged", "refused"]
+    reason: str | None = None  # why a change was refused
 
 
-def iter_sids(trie: SidTrie) -> Iterable[tuple[str, tuple[int, ...]]]:
-    for item_id in trie:
-        yield item_id, trie.codes_of(item_id)
+APPLIED = ChangeOutcome("applied")
+UNCHANGED = ChangeOutcome("unchanged")
+
+
+def apply_catalogue_change(trie: SidTrie, change: SidChange) -> ChangeOutcome:
+    """Apply one catalogue entry to the trie, by the one collision rule every follower shares:
+    - a SID already held by another item is refused (the holder keeps it; the reason names it);
+    - an item given a new SID moves there; an item with the SID it already has is unchanged;
+    - a removal takes the item out; the removal of an item the trie does not hold is unchanged;
+    - an entry the trie cannot hold (codes out of range, wrong length, empty id) is refused."""
+    item_id, codes = change.item_id, change.codes
+    if codes is None:
+        if item_id not in trie:
+            return UNCHANGED
+        trie.remove(item_id)
+        return APPLIED
+    holder = trie.item_at(codes)
+    if holder == item_id:
+        return UNCHANGED
+    if holder is not None:
+        return ChangeOutcome("refused", f"SID {tuple(codes)} of {item_id!r} is held by {holder!r}")
+    try:
+        trie.insert(item_id, codes)
+    except TrieError as exc:
+        return ChangeOutcome("refused", f"item {item_id!r}: {exc}")
+    return APPLIED

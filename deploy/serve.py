@@ -14,41 +14,6 @@ from pathlib import Path
 log = logging.getLogger("sidstream.serve")
 
 
-class KafkaTopicSource:
-    """All partitions of one topic, read without a consumer group (every replica reads everything).
-    start="beginning" replays the topic (the compacted catalogue); start="last" begins at each partition's last
-    record (model-updates: only the newest model matters to a replica that starts now)."""
-
-    def __init__(self, bootstrap: str, topic: str, start: str = "beginning"):
-        from kafka import KafkaConsumer, TopicPartition
-
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                      fetch_max_wait_ms=50, client_id=f"sidstream-serving-{topic}")
-        try:
-            partitions = self.consumer.partitions_for_topic(topic)
-            if not partitions:
-                raise RuntimeError(f"topic {topic!r} does not exist yet")
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            self.consumer.assign(tps)
-            if start == "last":
-                begin, end = self.consumer.beginning_offsets(tps), self.consumer.end_offsets(tps)
-                for tp in tps:
-                    self.consumer.seek(tp, max(begin[tp], end[tp] - 1))
-            else:
-                self.consumer.seek_to_beginning(*tps)
-        except Exception:
-            self.consumer.close()
-            raise
-
-    def poll(self, timeout_s: float):
-        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
-        records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
-        return [(r.key, r.value) for r in records]
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
 def build_replica_service(settings):
     """Runs inside each replica: catalogue + Feast reader + registry model -> RecommenderService, plus followers."""
     import serving.metrics  # noqa: F401  (prometheus-client before feast: it must stay in single-process mode)
@@ -56,8 +21,9 @@ def build_replica_service(settings):
     from features.settings import FeatureSettings
     from features.store import UserSequenceStore
     from serving.service import RecommenderService
-    from serving.updates import TopicFollower, UpdateRefused
+    from streams.follow import TopicFollower, WholeTopicReader
     from streams.settings import StreamSettings
+    from trainer.registry import UpdateRefused
 
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -73,15 +39,15 @@ def build_replica_service(settings):
             pass  # logged; the replica waits for an acceptable model on model-updates
     followers = []
     if settings.follow_updates:
-        from serving.updates import TopicFollower
-
         streams = StreamSettings()
         bootstrap, topics = streams.kafka_bootstrap_servers, streams.topics
         followers.append(TopicFollower(
-            "model-updates", lambda: KafkaTopicSource(bootstrap, topics.model_updates, start="last"),
+            "model-updates", lambda: WholeTopicReader(bootstrap, topics.model_updates, start="last",
+                                                      client_id=f"sidstream-serving-{topics.model_updates}"),
             service.handle_model_records, settings.update_poll_s).start())
         followers.append(TopicFollower(
-            "catalogue", lambda: KafkaTopicSource(bootstrap, topics.catalogue, start="beginning"),
+            "catalogue", lambda: WholeTopicReader(bootstrap, topics.catalogue, start="beginning",
+                                                  client_id=f"sidstream-serving-{topics.catalogue}"),
             service.handle_catalogue_records, settings.update_poll_s).start())
     return service, followers
 

@@ -15,12 +15,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Protocol, Sequence
 
+import numpy as np
+
+from catalogue.trie import SidTrie, apply_catalogue_change
 from serving.api import Query, RequestError, check_weights, resolve_order
 from trainer.generation import GenerationConfig, GenerationEngine, GenerationError
 from serving.metrics import ServingMetrics
 from serving.settings import ServingSettings
-from serving.updates import CatalogueChange, UpdateRefused, check_model_update, check_vocab, parse_catalogue_entry, \
-    parse_model_update
+from streams.schemas import CatalogueChange, parse_catalogue_entry
+from trainer.registry import (RegistryError, UpdateRefused, check_model_update, check_vocab, load_model,
+                              model_update_message, parse_model_update)
 from trainer.value import DEFAULT_WEIGHTS
 
 log = logging.getLogger("sidstream.serving")
@@ -97,12 +101,8 @@ class RecommenderService:
     def load_model(self, directory, message: dict | None = None) -> str:
         """Verify and load a registry model directory, then swap it in; returns the version now served.
         Raises UpdateRefused (and keeps the current model) when the model fails a check."""
-        from trainer.registry import RegistryError, load_model, read_manifest
-
         try:
             if message is None:
-                from serving.updates import model_update_message
-
                 message = model_update_message(directory)
             directory = check_model_update(message, self.vocab)
             model, manifest = load_model(directory, verify=True)  # hashes the weights it actually reads
@@ -163,7 +163,8 @@ class RecommenderService:
 
     # ----- catalogue
     def apply_catalogue_changes(self, changes: Iterable[CatalogueChange]) -> int:
-        """Apply item additions/moves/removals to a copy of the trie and swap it in; returns how many applied."""
+        """Apply item additions/moves/removals (catalogue.trie.apply_catalogue_change) to a copy of the trie and
+        swap it in; returns how many changed it. Refusals are counted and logged with the reason."""
         changes = list(changes)
         if not changes:
             return 0
@@ -172,24 +173,17 @@ class RecommenderService:
             trie = (state.trie if state else self._pending_trie).snapshot()
             applied = 0
             for change in changes:
-                try:
-                    if change.codes is None:
-                        if change.item_id in trie:
-                            trie.remove(change.item_id)
-                            applied += 1
-                        continue
-                    holder = trie.item_at(change.codes)
-                    if holder not in (None, change.item_id):
-                        raise UpdateRefused(f"SID {change.codes} of {change.item_id!r} is held by {holder!r}")
-                    trie.insert(change.item_id, change.codes)
+                outcome = apply_catalogue_change(trie, change)
+                if outcome.status == "applied":
                     applied += 1
-                except (UpdateRefused, ValueError) as exc:
+                elif outcome.status == "refused":
                     self.metrics.catalogue_refused.inc()
-                    log.warning("refused catalogue entry %s: %s", change.item_id, exc)
-            if state is None:
-                self._pending_trie = trie
-            else:
-                self._state = replace(state, trie=trie, catalogue_revision=state.catalogue_revision + applied)
+                    log.warning("refused catalogue entry %s: %s", change.item_id, outcome.reason)
+            if applied:
+                if state is None:
+                    self._pending_trie = trie
+                else:
+                    self._state = replace(state, trie=trie, catalogue_revision=state.catalogue_revision + applied)
         now_ms = time.time() * 1000
         for change in changes:
             start = change.item_produced_ms or change.assigned_ms
@@ -204,7 +198,7 @@ class RecommenderService:
         for _, value in records:
             try:
                 changes.append(parse_catalogue_entry(value, self.vocab))
-            except UpdateRefused as exc:
+            except ValueError as exc:
                 self.metrics.catalogue_refused.inc()
                 log.warning("refused catalogue entry: %s", exc)
         return self.apply_catalogue_changes(changes)
@@ -300,8 +294,6 @@ class RecommenderService:
 
     def _subtrie(self, trie, prefix: tuple[int, ...]):
         """A trie of the items under a SID prefix (None when there are none): search then cannot leave it."""
-        from catalogue.trie import SidTrie
-
         items = trie.items_with_prefix(prefix)
         if not items:
             return None
@@ -313,8 +305,6 @@ class RecommenderService:
     def items_in_sequence(self, trie, tokens: list[int], encoder: GenerationEngine) -> set[str]:
         """Items of a stored sequence. The stream worker writes whole `s1..sL+1 action` groups, which are parsed
         in one vectorised lookup; anything else falls back to the engine's token-by-token scan."""
-        import numpy as np
-
         group = self.vocab.sid_length + 1
         if not tokens or len(tokens) % group:
             return encoder.items_in_tokens(tokens)

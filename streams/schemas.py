@@ -2,14 +2,16 @@
 
 Every message sidstream writes carries the timestamps of the hops it passed, so freshness is measured:
 an interaction's `ts` (event time) and `produced_ms`; a training example's `appended_ms`; a catalogue entry's
-`item_produced_ms` and `assigned_ms`.
+`item_produced_ms` and `assigned_ms`. A model update (`ModelUpdate`) is the registry manifest plus where the
+weights live; its checks against the disk and the vocabulary are the model core's (trainer/registry.py).
 """
 from __future__ import annotations
 
 import base64
 import json
 import time
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -77,6 +79,57 @@ class CatalogueEntry(_Event):
     catalogue_version: str
     item_produced_ms: int | None = None
     assigned_ms: int
+
+
+@dataclass(frozen=True)
+class CatalogueChange:
+    """A catalogue entry checked against a vocabulary, as a trie applies it (catalogue.trie.apply_catalogue_change)."""
+
+    item_id: str
+    codes: tuple[int, ...] | None  # None: removal
+    item_produced_ms: int | None = None
+    assigned_ms: int | None = None
+
+
+class CodebookVersion(Protocol):
+    """What a catalogue entry is checked against: a `catalogue.vocab.Vocabulary`."""
+
+    version: str
+    sid_length: int
+
+
+def parse_catalogue_entry(raw: bytes | str | dict, vocab: CodebookVersion) -> CatalogueChange:
+    """A `catalogue` topic value -> CatalogueChange; ValueError (one readable reason) for a malformed entry, one of
+    another codebook version or one whose SID is not `vocab.sid_length` codes long."""
+    entry = parse(CatalogueEntry, raw)
+    if entry.catalogue_version != vocab.version:
+        raise ValueError(f"catalogue entry for {entry.item_id!r} has codebook version {entry.catalogue_version}, "
+                         f"this reader speaks {vocab.version}")
+    codes = None
+    if entry.sid is not None:
+        codes = tuple(int(c) for c in entry.sid)
+        if len(codes) != vocab.sid_length:
+            raise ValueError(f"catalogue entry for {entry.item_id!r}: SID {codes} has {len(codes)} codes, "
+                             f"expected {vocab.sid_length}")
+    return CatalogueChange(entry.item_id, codes, entry.item_produced_ms, entry.assigned_ms)
+
+
+class ModelUpdate(BaseModel):
+    """A model announced on `model-updates`, keyed by model name: its registry manifest plus `name` and `uri` (the
+    model directory). Other manifest fields ride along (extra="allow")."""
+
+    # `model_config` is pydantic's own attribute, so the manifest's model_config field is read through an alias
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, protected_namespaces=())
+    uri: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    sha256: str = Field(min_length=1)
+    name: str | None = None
+    format: str | None = None
+    step: int | None = None
+    created: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    vocab: dict[str, Any] | None = None
+    model_settings: dict[str, Any] | None = Field(default=None, alias="model_config")
 
 
 class TrainingExample(_Event):

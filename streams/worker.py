@@ -6,7 +6,8 @@ Agents:
   online store, which a timer pushes in micro-batches.
 - items: validate, encode the content, give the item a SID with the frozen codebooks, index it (Qdrant), and
   append the SID to the compacted `catalogue` topic.
-A background follower reads the `catalogue` topic so every worker knows every item's SID.
+A background follower (streams/follow.py) reads the whole `catalogue` topic so every worker knows every item's
+SID; entries change the worker's trie by the one rule of catalogue.trie.apply_catalogue_change.
 
 Delivery is at-least-once with idempotent appends: each user's state remembers its recent event ids, so a
 redelivered event is skipped. `streams/faust_commit.py` makes Faust's commit wait until the table's changelog
@@ -27,11 +28,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+import faust
+from kafka import KafkaConsumer, TopicPartition
+
 from catalogue.catalogue import ItemCatalogue
+from catalogue.trie import ChangeOutcome, apply_catalogue_change
 from features.sequences import UserSequence
+from streams import faust_commit, faust_fetch
+from streams.follow import Records, TopicFollower, WholeTopicReader
 from streams.offsets import OffsetGuard, Verdict, expected_offsets
-from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, now_ms, parse,
-                             training_example_json)
+from streams.schemas import (CatalogueChange, CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, now_ms,
+                             parse, parse_catalogue_entry, training_example_json)
 from streams.sequencer import SequenceState, append_event, event_tokens
 from streams.metrics import StreamMetrics
 from streams.settings import WorkerSettings
@@ -66,6 +73,7 @@ class WorkerStats:
     pushed_rows: int = 0
     pushes: int = 0
     rewinds: int = 0  # holes in a partition's offsets, each read again (see streams/offsets.py)
+    catalogue_refused: int = 0  # catalogue entries not applied (malformed, other codebooks, a SID held by another)
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -84,52 +92,45 @@ class CatalogueView:
         for item_id, row in zip(ids, codes.tolist()):
             self.sid_of[item_id] = tuple(row)
 
-    def apply(self, entry: CatalogueEntry) -> None:
+    def apply(self, change: CatalogueChange) -> ChangeOutcome:
         with self.lock:
-            if entry.sid is None:
-                self.sid_of.pop(entry.item_id, None)
-                if entry.item_id in self.catalogue:
-                    self.catalogue.remove_item(entry.item_id)
-                return
-            codes = tuple(entry.sid)
-            if self.catalogue.trie.item_at(codes) not in (None, entry.item_id):
-                log.warning("catalogue entry %s collides with %s; keeping the first", entry.item_id,
-                            self.catalogue.trie.item_at(codes))
-                return
-            self.catalogue.trie.insert(entry.item_id, codes)
-            self.sid_of[entry.item_id] = codes
+            outcome = apply_catalogue_change(self.catalogue.trie, change)
+            if outcome.status == "applied":
+                if change.codes is None:
+                    self.sid_of.pop(change.item_id, None)
+                else:
+                    self.sid_of[change.item_id] = change.codes
+        return outcome
+
+    def apply_records(self, records: Records, stats: WorkerStats | None = None) -> int:
+        """A batch of `catalogue` topic values; returns how many changed the view. Refusals are logged with the
+        reason and counted in `stats`."""
+        applied = 0
+        for _, value in records:
+            try:
+                outcome = self.apply(parse_catalogue_entry(value, self.catalogue.vocab))
+            except ValueError as exc:
+                outcome = ChangeOutcome("refused", str(exc))
+            if outcome.status == "refused":
+                if stats is not None:
+                    stats.catalogue_refused += 1
+                log.warning("catalogue entry refused: %s", outcome.reason)
+            applied += outcome.status == "applied"
+        return applied
 
 
-def follow_catalogue(view: CatalogueView, settings: WorkerSettings, stop: threading.Event,
-                     caught_up: threading.Event) -> None:
-    """Read the whole `catalogue` topic from the beginning, then keep following it (a thread)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                             group_id=None, client_id="sidstream-catalogue-follower")
-    try:
-        partitions = consumer.partitions_for_topic(settings.topics.catalogue) or {0}
-        tps = [TopicPartition(settings.topics.catalogue, p) for p in partitions]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    try:
-                        view.apply(parse(CatalogueEntry, record.value))
-                    except ValueError as exc:
-                        log.warning("skipping a bad catalogue entry at offset %s: %s", record.offset, exc)
-            if not caught_up.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
-                caught_up.set()
-    finally:
-        consumer.close()
+def catalogue_follower(view: CatalogueView, settings: WorkerSettings, stats: WorkerStats | None = None,
+                       poll_s: float = 0.2) -> TopicFollower:
+    """A follower (not started) that reads the whole `catalogue` topic from the beginning, then keeps following it."""
+    topic = settings.topics.catalogue
+    return TopicFollower(
+        "catalogue",
+        lambda: WholeTopicReader(settings.kafka_bootstrap_servers, topic, client_id="sidstream-catalogue-follower"),
+        functools.partial(view.apply_records, stats=stats), poll_s=poll_s)
 
 
 def first_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """The first offset still in the log of each partition."""
-    from kafka import KafkaConsumer, TopicPartition
-
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         return {tp.partition: offset for tp, offset in
@@ -149,7 +150,7 @@ def use_event_loop(name: str) -> None:
     if name != "uvloop":
         raise ValueError(f"unknown event loop {name!r}: use 'uvloop' or 'asyncio' (SIDSTREAM_EVENT_LOOP)")
     try:
-        import uvloop
+        import uvloop  # optional: only imported when chosen, and its absence is a readable error
     except ImportError as exc:
         raise ValueError(f"SIDSTREAM_EVENT_LOOP=uvloop but uvloop cannot be imported ({exc}); install it or set "
                          "SIDSTREAM_EVENT_LOOP=asyncio") from None
@@ -161,10 +162,6 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
               metrics: StreamMetrics | None = None):
     """Assemble the Faust app. Sinks are injected by `deploy/` (Feast facade, Qdrant store); `metrics` is
     exposed by `deploy/` on the worker's metrics port."""
-    import faust
-
-    from streams import faust_commit, faust_fetch
-
     faust_commit.install()  # a commit must never overtake the changelog writes of the events it covers
     faust_fetch.install(settings.fetch_max_wait_ms, settings.fetch_min_bytes)
     vocab = catalogue.vocab
@@ -189,8 +186,9 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
     produced_at: dict[str, int] = {}  # user -> produced_ms of the oldest event waiting in `pending`
     resync = {"needed": False}
     guard = OffsetGuard()
-    stop_follower, caught_up = threading.Event(), threading.Event()
-    app.sidstream = {"stats": stats, "view": view, "pending": pending, "caught_up": caught_up, "metrics": metrics}
+    follower = catalogue_follower(view, settings, stats)
+    app.sidstream = {"stats": stats, "view": view, "pending": pending, "caught_up": follower.caught_up,
+                     "metrics": metrics, "catalogue_follower": follower}
 
     # the labelled children, looked up once: `labels()` hashes its arguments under a lock on every call
     appended_count = metrics.events.labels("appended")
@@ -401,9 +399,7 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
 
     @app.task
     async def start_follower():
-        thread = threading.Thread(target=follow_catalogue, args=(view, settings, stop_follower, caught_up),
-                                  name="catalogue-follower", daemon=True)
-        thread.start()
+        follower.start()
 
     @app.timer(interval=10.0)
     async def report():

@@ -1,4 +1,5 @@
-"""Kafka adapter of the online post-trainer: a consumer-group source on `training`, a producer for `model-updates`.
+"""Kafka adapter of the online post-trainer: a consumer-group source on `training`, a producer for `model-updates`,
+and a follower of the `catalogue` topic.
 
 The consumer never auto-commits: `OnlineLoop` commits offsets only after the checkpoint holding their effect is
 written, and after a restart it seeks every assigned partition to the checkpoint's offsets (partitions the
@@ -10,16 +11,22 @@ import json
 import logging
 from pathlib import Path
 
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from catalogue.trie import SidTrie, apply_catalogue_change
+from catalogue.vocab import Vocabulary
+from streams.follow import RecordSource, WholeTopicReader
+from streams.schemas import parse_catalogue_entry
 from trainer.online import Record, offset_key
+from trainer.registry import model_update_message
 
 log = logging.getLogger("sidstream.trainer.online")
 
 
 class KafkaTrainingSource:
     def __init__(self, bootstrap: str, topic: str, group_id: str, client_id: str = "sidstream-online-trainer"):
-        from kafka import KafkaConsumer
-        from kafka.consumer.subscription_state import ConsumerRebalanceListener
-
         self.topic = topic
         self._seek_to: dict[str, int] = {}
         source = self
@@ -55,9 +62,6 @@ class KafkaTrainingSource:
         return out
 
     def commit(self, offsets: dict[str, int]) -> None:
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
-
         mine = {}
         assigned = self.consumer.assignment()
         for key, offset in offsets.items():
@@ -76,17 +80,13 @@ class KafkaTrainingSource:
 
 
 class ModelUpdatePublisher:
-    """Announces a registry version directory on `model-updates` (the message serving/updates.py accepts)."""
+    """Announces a registry version directory on `model-updates` (trainer.registry.model_update_message)."""
 
     def __init__(self, bootstrap: str, topic: str, name: str = "sidstream"):
-        from kafka import KafkaProducer
-
         self.topic, self.name = topic, name
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
 
     def __call__(self, directory: Path) -> dict:
-        from serving.updates import model_update_message
-
         message = model_update_message(directory, self.name)
         self.producer.send(self.topic, key=self.name.encode(), value=json.dumps(message).encode()).get(timeout=30)
         return message
@@ -97,59 +97,36 @@ class ModelUpdatePublisher:
 
 class CatalogueFollower:
     """Keeps the trainer's trie in step with the compacted `catalogue` topic, so examples naming items that
-    arrived after start are scored against a trie that holds them. Read without a consumer group from the
-    beginning; `drain()` is called between micro-batches (same thread as prediction: no locking)."""
+    arrived after start are scored against a trie that holds them. Read whole (streams.follow.WholeTopicReader);
+    `drain()` is called between micro-batches (same thread as prediction: no locking, no follower thread).
+    Entries change the trie by catalogue.trie.apply_catalogue_change; refusals are counted and logged."""
 
-    def __init__(self, trie, vocab, source):
+    def __init__(self, trie: SidTrie, vocab: Vocabulary, source: RecordSource):
         self.trie, self.vocab, self.source = trie, vocab, source
         self.applied = self.refused = 0
 
     @classmethod
-    def from_kafka(cls, trie, vocab, bootstrap: str, topic: str) -> "CatalogueFollower":
-        return cls(trie, vocab, _WholeTopicReader(bootstrap, topic))
+    def from_kafka(cls, trie: SidTrie, vocab: Vocabulary, bootstrap: str, topic: str) -> "CatalogueFollower":
+        return cls(trie, vocab, WholeTopicReader(bootstrap, topic, client_id=f"sidstream-online-{topic}"))
 
     def drain(self, timeout_s: float = 0.0) -> int:
-        from serving.updates import UpdateRefused, parse_catalogue_entry
-
+        """Apply what the topic has now; returns how many entries changed the trie."""
         changed = 0
         for _, value in self.source.poll(timeout_s):
             try:
                 change = parse_catalogue_entry(value, self.vocab)
-                if change.codes is None:
-                    if change.item_id not in self.trie:
-                        continue
-                    self.trie.remove(change.item_id)
-                elif change.item_id not in self.trie or self.trie.codes_of(change.item_id) != change.codes:
-                    self.trie.insert(change.item_id, change.codes)
-                else:
-                    continue
-                changed += 1
-            except (UpdateRefused, ValueError) as exc:
+            except ValueError as exc:
                 self.refused += 1
                 log.warning("catalogue entry refused: %s", exc)
+                continue
+            outcome = apply_catalogue_change(self.trie, change)
+            if outcome.status == "applied":
+                changed += 1
+            elif outcome.status == "refused":
+                self.refused += 1
+                log.warning("catalogue entry refused: %s", outcome.reason)
         self.applied += changed
         return changed
 
     def close(self) -> None:
         self.source.close()
-
-
-class _WholeTopicReader:
-    """Every partition of a topic from the beginning, without a consumer group (each trainer reads all of it)."""
-
-    def __init__(self, bootstrap: str, topic: str):
-        from kafka import KafkaConsumer, TopicPartition
-
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                      fetch_max_wait_ms=50, client_id=f"sidstream-online-{topic}")
-        partitions = self.consumer.partitions_for_topic(topic) or {0}
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
-
-    def poll(self, timeout_s: float):
-        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
-        return [(r.key, r.value) for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
-
-    def close(self) -> None:
-        self.consumer.close()

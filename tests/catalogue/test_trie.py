@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalogue.trie import (IntHashTable, ReferenceTrie, SidCollisionError, SidTrie, TrieError, TrieStore,
-                            UnknownItemError)
+from catalogue.trie import IntHashTable, SidCollisionError, SidTrie, TrieError, UnknownItemError
 from catalogue.vocab import Vocabulary
+from tests.catalogue.reference_trie import ReferenceTrie
 
 SMALL = Vocabulary(levels=2, codes_per_level=3, suffix_size=2)
 
@@ -135,20 +135,14 @@ def test_hash_table_growth_and_vectorised_lookup():
     assert table.get(int(keys[7])) == keys[7] % 97
 
 
-def test_snapshot_is_independent_and_store_swaps_and_rolls_back():
+def test_snapshot_is_independent():
     trie = SidTrie(SMALL)
     trie.insert("a", (0, 0, 0))
-    store = TrieStore(trie)
-    v1 = store.active_version
+    copy = trie.snapshot()
     trie.insert("b", (1, 1, 1))
-    assert "b" not in store.active  # the published copy did not change
-    v2 = store.publish(trie)
-    assert "b" in store.active and store.active_version == v2
-    assert store.rollback() == v1 and "b" not in store.active
-    store.swap(v2)
-    assert "b" in store.active
-    with pytest.raises(TrieError):
-        store.swap(99)
+    assert "b" not in copy  # the copy did not change
+    copy.remove("a")
+    assert "a" in trie and "b" in trie and "a" not in copy  # nor did the original
 
 
 def test_million_items_memory_and_mask(request):

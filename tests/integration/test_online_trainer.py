@@ -68,7 +68,7 @@ def produce(bootstrap, topic, rows):
 
 def test_kill_and_restart_trains_every_example_once_and_announces_versions(services, tmp_path):
     from deploy.streamproc import read_topic
-    from serving.updates import check_model_update, parse_model_update
+    from trainer.registry import check_model_update, parse_model_update
     from streams.settings import StreamSettings
     from streams.topics import ensure_topics
     from trainer.model_registry import ModelRegistry

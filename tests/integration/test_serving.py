@@ -207,7 +207,7 @@ def test_bad_requests_through_the_real_ingress_get_4xx_with_a_message(stack):
 
 
 def test_swap_under_load_drops_nothing_and_every_replica_follows(stack):
-    from serving.updates import model_update_message
+    from trainer.registry import model_update_message
 
     base, settings, catalogue = stack["base"], stack["settings"], stack["catalogue"]
     users = list(stack["histories"])

@@ -7,8 +7,9 @@ from features.sequences import UserSequence
 from serving.api import Query, RequestError
 from serving.service import NotReady, RecommenderService
 from serving.settings import ServingSettings
-from serving.updates import CatalogueChange, UpdateRefused, model_update_message
+from streams.schemas import CatalogueChange
 from tests.serving.serving_world import OTHER_VOCAB, VOCAB, DictSequences, make_trie, publish, tokens_of
+from trainer.registry import UpdateRefused, model_update_message
 
 SETTINGS = ServingSettings(follow_updates=False, beam_size=8, max_k=50, max_history_events=12)
 
@@ -172,8 +173,15 @@ def test_catalogue_changes_make_new_items_recommendable_without_touching_the_old
     # a colliding SID is refused, a removal applies
     taken = service.trie.codes_of("i0")
     assert service.apply_catalogue_changes([CatalogueChange("intruder", taken)]) == 0
+    assert service.metrics.catalogue_refused._value.get() == 1
+    # a replayed entry (same item, same SID) is unchanged: no new trie, no new revision
+    current = service.trie
+    assert service.apply_catalogue_changes([CatalogueChange("fresh", free)]) == 0
+    assert service.trie is current and service.state.catalogue_revision == 1
     assert service.apply_catalogue_changes([CatalogueChange("fresh", None)]) == 1
-    assert "fresh" not in service.trie
+    assert "fresh" not in service.trie and service.state.catalogue_revision == 2
+    assert service.apply_catalogue_changes([CatalogueChange("fresh", None)]) == 0  # already absent: unchanged
+    assert service.metrics.catalogue_refused._value.get() == 1
 
 
 def test_catalogue_records_refuse_other_versions(world):

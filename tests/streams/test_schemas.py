@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from streams.schemas import (CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, TrainingExample, parse,
-                             training_example_json)
+from streams.schemas import (CatalogueChange, CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent,
+                             TrainingExample, parse, parse_catalogue_entry, training_example_json)
 
 
 def test_interaction_round_trip():
@@ -54,3 +54,24 @@ def test_fast_training_example_json_is_a_valid_training_example():
     raw = training_example_json("u", [5, 6, 7], "e9", 3, 1000, None, 1005)
     assert parse(TrainingExample, raw) == TrainingExample(user_id="u", tokens=[5, 6, 7], event_id="e9", event_count=3,
                                                           event_ms=1000, produced_ms=None, appended_ms=1005)
+
+
+class _Codebooks:  # what parse_catalogue_entry checks against (a catalogue.vocab.Vocabulary)
+    version = "tinyvocab0000001"
+    sid_length = 3
+
+
+def test_catalogue_entries_parse_and_other_versions_are_refused():
+    vocab = _Codebooks()
+    entry = {"item_id": "new", "sid": [1, 2, 3], "catalogue_version": vocab.version, "assigned_ms": 5,
+             "item_produced_ms": 4}
+    change = parse_catalogue_entry(json.dumps(entry).encode(), vocab)
+    assert change == CatalogueChange("new", (1, 2, 3), 4, 5)
+    assert parse_catalogue_entry(json.dumps({**entry, "sid": None}), vocab).codes is None
+    assert parse_catalogue_entry(entry, vocab) == change
+    with pytest.raises(ValueError, match="codebook version"):
+        parse_catalogue_entry(json.dumps({**entry, "catalogue_version": "other"}), vocab)
+    with pytest.raises(ValueError, match="codes"):
+        parse_catalogue_entry(json.dumps({**entry, "sid": [1, 2]}), vocab)
+    with pytest.raises(ValueError, match="invalid CatalogueEntry"):
+        parse_catalogue_entry(b"garbage", vocab)

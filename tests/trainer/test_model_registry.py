@@ -7,7 +7,7 @@ from catalogue.vocab import Vocabulary
 from trainer.model import ModelConfig, Transformer
 from trainer.model_registry import ModelRegistry, read_pointer, write_pointer
 from trainer.pretrain import TrainConfig, make_optimizer
-from trainer.registry import WEIGHTS, RegistryError
+from trainer.registry import WEIGHTS, RegistryError, UpdateRefused, check_model_update, model_update_message
 
 VOCAB = Vocabulary(levels=2, codes_per_level=8, suffix_size=4, version="tinyvocab0000001")
 
@@ -57,8 +57,6 @@ def test_pin_rollback_unpin(tmp_path):
 
 
 def test_corrupt_weights_refused_by_registry_and_by_serving(tmp_path):
-    from serving.updates import UpdateRefused, check_model_update, model_update_message
-
     reg = ModelRegistry(tmp_path)
     v1 = reg.publish(tiny(0), VOCAB, step=1)["version"]
     message = model_update_message(reg.path(v1))
