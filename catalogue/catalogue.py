@@ -23,6 +23,10 @@ from catalogue import quality
 from catalogue.tokenizer import KMeansConfig, ResidualKMeans, check_embeddings
 from catalogue.trie import SidTrie, UnknownItemError
 from catalogue.vocab import ACTIONS, Vocabulary
+from safetensors.numpy import save_file
+from safetensors import safe_open
+from catalogue.encoder import TEXT_MODEL, item_text
+from catalogue.encoder import TextEncoder, embed_catalogue
 
 FORMAT = "sidstream.catalogue/1"
 FILES = ("vocab.json", "codebooks.safetensors", "sids.tsv")
@@ -31,10 +35,8 @@ FILES = ("vocab.json", "codebooks.safetensors", "sids.tsv")
 class CatalogueError(ValueError):
     """A catalogue folder, item or SID that cannot be used."""
 
-
 class SuffixSpaceExhausted(CatalogueError):
     """More items share one L-code prefix than there are suffix codes; items are never merged."""
-
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -70,7 +72,6 @@ def assign_suffixes(codes: np.ndarray, suffix_size: int, item_ids: Sequence[str]
 
 class ItemCatalogue:
     """Vocabulary + frozen codebooks + item SIDs + live trie."""
-
     def __init__(self, vocab: Vocabulary, tokenizer: ResidualKMeans, item_ids: Sequence[str], codes: np.ndarray,
                  info: dict | None = None):
         codes = np.asarray(codes, dtype=np.int64).reshape(len(item_ids), vocab.sid_length)
@@ -256,7 +257,6 @@ class ItemCatalogue:
 # ----- embedding cache
 def save_embeddings(path: Path, item_ids: Sequence[str], vectors: np.ndarray, sources: Sequence[str],
                     model: str, fingerprint: str, seconds: float | None = None) -> None:
-    from safetensors.numpy import save_file
 
     save_file({"embeddings": np.ascontiguousarray(vectors, dtype=np.float32)}, str(path),
               metadata={"fingerprint": fingerprint, "model": model,
@@ -272,8 +272,6 @@ def load_embeddings(path: Path, fingerprint: str | None = None):
 
 def load_embeddings_with_meta(path: Path, fingerprint: str | None = None):
     """(item_ids, vectors, sources, model, metadata) or None."""
-    from safetensors import safe_open
-
     if not Path(path).is_file():
         return None
     with safe_open(str(path), framework="np") as f:
@@ -286,7 +284,6 @@ def load_embeddings_with_meta(path: Path, fingerprint: str | None = None):
 
 def embedding_fingerprint(items: Sequence[dict], sequences: dict | None, collab_dim: int,
                           source: str = "auto") -> str:
-    from catalogue.encoder import TEXT_MODEL, item_text
 
     # "auto" keeps the fingerprint it had before sources could be chosen, so existing caches stay valid
     h = hashlib.sha256((f"{TEXT_MODEL}|{collab_dim}|v1" + ("" if source == "auto" else f"|{source}\x00")).encode())
@@ -307,8 +304,6 @@ def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str 
     """Embed (or reuse cached embeddings), fit codebooks, assign SIDs, report quality, save to out_dir.
 
     `embedding_source` is one of encoder.EMBEDDING_SOURCES (auto, text, collaborative)."""
-    from catalogue.encoder import TextEncoder, embed_catalogue
-
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
     cache = cache or (out / "embeddings.safetensors" if out is not None else None)

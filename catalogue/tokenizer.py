@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import save_file
+from safetensors import safe_open
 
 
 class TokenizerError(ValueError):
     """Bad embeddings or an unusable codebook file."""
-
 
 @dataclass
 class KMeansConfig:
@@ -151,7 +152,6 @@ def fit_level(x: np.ndarray, k: int, iterations: int, capacity_factor: float, rn
 
 class ResidualKMeans:
     """Frozen residual codebooks: `codebooks[l]` is [K, D]."""
-
     def __init__(self, codebooks: list[np.ndarray], normalize: bool = True):
         if not codebooks:
             raise TokenizerError("need at least one codebook level")
@@ -246,13 +246,11 @@ class ResidualKMeans:
         return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
-        from safetensors.numpy import save_file
 
         save_file(self.tensors(), str(path), metadata={"normalize": json.dumps(self.normalize), "levels": str(self.levels)})
 
     @classmethod
     def load(cls, path: str | Path) -> "ResidualKMeans":
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}

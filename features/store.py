@@ -14,6 +14,9 @@ from typing import Iterable, Sequence
 from features.sequences import (FEATURES, USER_SEQUENCE_PUSH, USER_SEQUENCE_SERVICE, USER_SEQUENCE_VIEW,
                                 UserSequence)
 from features.settings import FeatureSettings
+import importlib.util
+from datetime import datetime, timezone
+import pandas as pd
 
 DEFINITIONS = Path(__file__).with_name("repo") / "definitions.py"
 
@@ -53,7 +56,7 @@ class UserSequenceStore:
         self.settings = settings or FeatureSettings()
         self.repo_dir = write_repo(Path(repo_dir or self.settings.feast_repo_path), self.settings)
         # import feast here: it takes seconds and switches prometheus-client into multiprocess mode
-        from feast import FeatureStore
+        from feast import FeatureStore  # lazy: see the line above
 
         self._fs = FeatureStore(repo_path=str(self.repo_dir))
         self._refs = [f"{USER_SEQUENCE_VIEW}:{name}" for name in FEATURES]
@@ -65,8 +68,6 @@ class UserSequenceStore:
 
     def apply(self) -> None:
         """Register the entity, feature view, push source and feature service (idempotent)."""
-        import importlib.util
-
         spec = importlib.util.spec_from_file_location("sidstream_feast_definitions", self.repo_dir / "definitions.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -78,10 +79,8 @@ class UserSequenceStore:
         This is what `FeatureStore.push(..., to=ONLINE)` does minus its pandas/arrow round trip, which cost
         the stream workers most of their time: rows become Feast value protos directly.
         """
-        from datetime import datetime, timezone
-
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Int64List, Value
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # lazy: feast (see FeatureStore above)
+        from feast.protos.feast.types.Value_pb2 import Int64List, Value  # lazy: feast
 
         rows = list(sequences)
         if not rows:
@@ -110,8 +109,7 @@ class UserSequenceStore:
 
     def push_via_push_source(self, rows: Sequence[UserSequence]) -> int:
         """The same rows through the push source (`FeatureStore.push`, online only)."""
-        import pandas as pd
-        from feast.data_source import PushMode
+        from feast.data_source import PushMode  # lazy: feast
 
         now_ms = int(time.time() * 1000)
         frame = pd.DataFrame({

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
+import hmac
 
 ORDERS = ("logprob", "value", "expected_value")
 Order = Literal["logprob", "value", "expected_value"]
@@ -25,7 +26,6 @@ ID_PATTERN = r"^[^\x00-\x1f]+$"  # ids are printable text: no control characters
 
 class RequestError(ValueError):
     """A request the API refuses; `status` is the HTTP status (4xx) it maps to."""
-
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
         self.status = status
@@ -110,7 +110,6 @@ class HealthResponse(BaseModel):
 @dataclass(frozen=True)
 class Query:
     """One request, framework-free: either a user id (history read from the store) or explicit events."""
-
     k: int
     exclude_seen: bool = True
     value_weights: dict[str, float] | None = None
@@ -152,8 +151,6 @@ def resolve_order(query: Query, default: str) -> str:
 
 def check_bearer(header: str | None, api_key: str | None) -> None:
     """Raises RequestError(401) unless the key is off or the header carries it."""
-    import hmac
-
     if not api_key:
         return
     if not header:

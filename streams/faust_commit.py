@@ -19,6 +19,8 @@ a Faust upgrade that moves them fails loudly at start-up instead of silently los
 from __future__ import annotations
 
 import asyncio
+from faust.transport import producer as producer_module
+from faust.transport.consumer import TransactionManager
 
 FLUSH_POLL_S = 0.05
 _MARK = "_sidstream_commit_waits_for_flush"
@@ -29,8 +31,6 @@ class FaustInternalsChanged(RuntimeError):
 
 
 def install() -> None:
-    from faust.transport import producer as producer_module
-    from faust.transport.consumer import TransactionManager
 
     buffer_cls = producer_module.ProducerBuffer
     if getattr(buffer_cls, _MARK, False):

@@ -16,6 +16,7 @@ fails at start-up instead of silently keeping the 1.5 s.
 from __future__ import annotations
 
 from streams.faust_commit import FaustInternalsChanged
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 _MARK = "_sidstream_fetch_settings"  # (fetch_max_wait_ms, fetch_min_bytes) the wrapped factory applies
 
@@ -26,7 +27,6 @@ def install(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> None:
     if fetch_max_wait_ms < 0 or fetch_min_bytes < 1:
         raise ValueError(f"need fetch_max_wait_ms >= 0 and fetch_min_bytes >= 1, got {fetch_max_wait_ms} and "
                          f"{fetch_min_bytes}")
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     factory = getattr(AIOKafkaConsumerThread, "_create_worker_consumer", None)
     if factory is None:

@@ -9,11 +9,11 @@ from pydantic import BaseModel
 
 from streams.replay import RateLimiter
 from streams.schemas import InteractionEvent, ItemEvent, now_ms
+from kafka import KafkaProducer
 
 
 class EventProducer:
     def __init__(self, bootstrap: str, **config):
-        from kafka import KafkaProducer
 
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all",
                                       enable_idempotence=True, **config)

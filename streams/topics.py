@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from streams.settings import StreamSettings
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 
 def topic_specs(settings: StreamSettings) -> dict[str, dict]:
@@ -21,9 +23,6 @@ def topic_specs(settings: StreamSettings) -> dict[str, dict]:
 
 def ensure_topics(settings: StreamSettings, names: list[str] | None = None) -> list[str]:
     """Create the missing topics; returns the names created. Existing topics are left as they are."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
     specs = topic_specs(settings)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="sidstream-topics")
     try:

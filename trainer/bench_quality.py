@@ -22,6 +22,12 @@ from trainer.data import LeaveOneOut, Tokenizer, load_amazon_split
 from trainer.pretrain import TrainConfig, evaluate_generation, pretrain
 from trainer.sasrec import SasrecConfig, evaluate as evaluate_sasrec, train_sasrec
 from trainer.settings import DEFAULT_SID_SOURCE
+from catalogue.bench import cpu_model
+from catalogue.catalogue import ItemCatalogue, build_catalogue
+from catalogue.datasets import load_item_meta
+from catalogue.encoder import EMBEDDING_SOURCES
+from trainer import registry
+from trainer.pretrain import TrainResult
 
 # Quick: a smoke run that finishes in under 5 minutes on 2 shared cores (numbers are far from converged).
 QUICK_TRAIN = dict(time_budget_s=75.0, max_epochs=100, val_users=500, eval_every=2, patience=3, eval_beam=10,
@@ -30,7 +36,6 @@ QUICK_SASREC = dict(max_epochs=100, val_users=2000, eval_every=2, patience=3)
 
 
 def environment() -> dict:
-    from catalogue.bench import cpu_model
 
     cpu = cpu_model()
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -43,10 +48,6 @@ def prepare_catalogue(dataset_dir: Path, raw: dict[str, list[str]], split: Leave
     only. `sid_source` (catalogue.encoder.EMBEDDING_SOURCES): "collaborative" fits the SIDs on PPMI/SVD
     co-occurrence vectors of those sequences, "text" on MiniLM vectors of the item titles, "auto" on text when
     at least half the items have a title (Beauty), else collaborative (Sports)."""
-    from catalogue.catalogue import ItemCatalogue, build_catalogue
-    from catalogue.datasets import load_item_meta
-    from catalogue.encoder import EMBEDDING_SOURCES
-
     if sid_source not in EMBEDDING_SOURCES:
         raise ValueError(f"unknown SID source {sid_source!r}; choose one of {', '.join(EMBEDDING_SOURCES)}")
     if catalogue_dir is not None:
@@ -92,8 +93,6 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
     train_cfg = TrainConfig.from_overrides(**{**(QUICK_TRAIN if quick else {}), **(train_overrides or {})})
     tokenizer = Tokenizer(vocab, catalogue.tokens_of)
     if model_dir is not None:
-        from trainer import registry
-        from trainer.pretrain import TrainResult
 
         model, manifest = registry.load_model(model_dir)
         check_model_vocab(registry.load_vocab(manifest), vocab, model_dir, catalogue_dir)

@@ -12,6 +12,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from catalogue.datasets import DatasetError, load_sequences
 
 Event = tuple[str, str]  # (item_id, action)
 AMAZON_ACTION = "purchase"
@@ -19,7 +20,6 @@ AMAZON_ACTION = "purchase"
 
 class DataError(ValueError):
     """Input sequences or items the training data cannot use."""
-
 
 @dataclass(frozen=True)
 class EvalCase:
@@ -35,7 +35,6 @@ class LeaveOneOut:
     Training sees every event before the validation target; validation predicts it from that prefix;
     test predicts the last item from everything before it (validation item included).
     """
-
     train: dict[str, list[Event]]
     validation: list[EvalCase]
     test: list[EvalCase]
@@ -59,7 +58,6 @@ def leave_one_out(sequences: Mapping[str, Sequence[Event]], min_length: int = 3)
 
 class Tokenizer:
     """Events -> token ids, with each item's SID tokens looked up once."""
-
     def __init__(self, vocab, tokens_of: Callable[[str], Sequence[int]] | Mapping[str, Sequence[int]]):
         self.vocab = vocab
         self.group = vocab.sid_length + 1  # tokens per event
@@ -118,7 +116,6 @@ class TokenWindows:
     Each epoch every user yields one window ending at a uniformly sampled event (the last one when the
     history fits), so long histories are covered over epochs without paying for them every step.
     """
-
     def __init__(
         self,
         sequences: Mapping[str, Sequence[Event]],
@@ -220,8 +217,6 @@ def level_cross_entropy(model, hidden: torch.Tensor, batch: Batch, spans: Sequen
 
 def load_amazon_split(dataset_dir) -> tuple[dict[str, list[str]], LeaveOneOut]:
     """sequences.txt -> (raw item sequences, leave-one-out split with action "purchase")."""
-    from catalogue.datasets import DatasetError, load_sequences
-
     try:
         sequences = load_sequences(dataset_dir)
     except DatasetError as exc:

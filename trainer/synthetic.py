@@ -28,6 +28,13 @@ from typing import Callable
 import numpy as np
 
 from trainer.overrides import refuse_unknown
+from catalogue.catalogue import ItemCatalogue
+from catalogue.vocab import ACTIONS
+import torch
+from trainer.pretrain import TrainConfig
+from trainer.data import Tokenizer, leave_one_out
+from trainer.metrics import auc
+from trainer.pretrain import pretrain
 
 WORLD_ACTIONS = ("click", "skip", "like", "downvote")
 _TOPIC_WORDS = [
@@ -167,9 +174,6 @@ def by_user(interactions: list[Interaction]) -> dict[str, list[Interaction]]:
 
 def world_catalogue(world: SyntheticWorld, codes_per_level: int = 16, seed: int = 0):
     """An ItemCatalogue whose SIDs come from the items' latent vectors (the text path is the catalogue's job)."""
-    from catalogue.catalogue import ItemCatalogue
-    from catalogue.vocab import ACTIONS
-
     ids = [it.item_id for it in world.items]
     return ItemCatalogue.fit(ids, world.item_matrix.astype(np.float32), levels=3, codes_per_level=codes_per_level,
                              suffix_size=32, actions=ACTIONS, seed=seed, progress=None)
@@ -205,8 +209,6 @@ def predicted_action_probs(model, tokenizer, events: list[tuple[str, str]], wind
 
     One forward pass per window; the action distribution is read at each item's last SID token.
     """
-    import torch
-
     vocab = tokenizer.vocab
     group = tokenizer.group
     out = []
@@ -292,8 +294,6 @@ def item_prior_probs(train_logs: list[list[Interaction]], events: list[Interacti
 def check_action_bench_settings(seed: int = 0, quick: bool = False, overrides: dict | None = None,
                                 world_overrides: dict | None = None):
     """(TrainConfig, WorldConfig) of an action bench run; a bad setting raises ValueError before any work."""
-    from trainer.pretrain import TrainConfig
-
     settings = dict(seed=seed, d_model=64, n_layers=2, n_heads=2, dropout=0.1, window_events=30, batch_size=32,
                     lr=3e-3, action_weight=1.0, sid_weight=0.1, warmup_steps=50, max_epochs=30 if quick else 60,
                     time_budget_s=150 if quick else 900, val_users=300, eval_beam=10,
@@ -304,11 +304,7 @@ def check_action_bench_settings(seed: int = 0, quick: bool = False, overrides: d
 
 def run_action_bench(out_file, seed: int = 0, quick: bool = False, overrides: dict | None = None,
                      log: Callable[[str], None] = print, world_overrides: dict | None = None) -> dict:
-    import torch
 
-    from trainer.data import Tokenizer, leave_one_out
-    from trainer.metrics import auc
-    from trainer.pretrain import pretrain
 
     t_start = time.perf_counter()
     config, world_cfg = check_action_bench_settings(seed, quick, overrides, world_overrides)
