@@ -23,11 +23,20 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
+    """What every benchmark reports it ran on."""
     import torch
 
-    cpu = cpu_model()
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def percentile(values, q: float) -> float:
+    """The q-th percentile (q in 0..100) of `values`, linearly interpolated between the two nearest ranks (numpy's
+    default method, named); NaN when there are no values. The one definition of p50/p99 in every benchmark."""
+    if len(values) == 0:
+        return float("nan")
+    return float(np.percentile(values, q, method="linear"))
 
 
 def _median_us(fn: Callable[[], object], reps: int) -> float:

@@ -6,15 +6,16 @@ import time
 import uuid
 from pathlib import Path
 
+from kafka import KafkaConsumer, KafkaProducer
+
+from features.sequences import UserSequence
+from features.settings import FeatureSettings
+from features.store import UserSequenceStore
+from streams.settings import StreamSettings
+
 
 def run_smoke(online_store: str = "sqlite", bootstrap: str | None = None, redis_url: str | None = None,
               repo_dir: Path | None = None) -> int:
-    from kafka import KafkaConsumer, KafkaProducer
-
-    from features.sequences import UserSequence
-    from features.settings import FeatureSettings
-    from streams.settings import StreamSettings
-
     bootstrap = bootstrap or StreamSettings().kafka_bootstrap_servers
     topic = f"sidstream-smoke-{uuid.uuid4().hex[:8]}"
     t0 = time.monotonic()
@@ -38,8 +39,6 @@ def run_smoke(online_store: str = "sqlite", bootstrap: str | None = None, redis_
         return 1
     print(f"smoke: Kafka {bootstrap}: 100 messages produced and consumed in order "
           f"({(time.monotonic() - t0) * 1000:.0f} ms)")
-
-    from features.store import UserSequenceStore
 
     settings = FeatureSettings(online_store=online_store, **({"redis_url": redis_url} if redis_url else {}))
     t1 = time.monotonic()

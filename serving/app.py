@@ -285,18 +285,12 @@ def ingress_env(settings: ServingSettings, free_port: Callable[[], int]) -> dict
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_local_ray(settings: ServingSettings, build_service: Callable, name: str = "sidstream",
-                  num_cpus: int | None = None, blocking: bool = False, env_vars: dict | None = None) -> dict:
+def run_local_ray(settings: ServingSettings, build_service: Callable, free_port: Callable[[], int],
+                  name: str = "sidstream", num_cpus: int | None = None, blocking: bool = False,
+                  env_vars: dict | None = None) -> dict:
     """Start a local Ray + Serve on settings.http_host:http_port and deploy the app; returns once it is ready,
-    with the ingress variables the new Ray got (empty when Ray was already running)."""
+    with the ingress variables the new Ray got (empty when Ray was already running). `free_port` allocates the
+    ports of the ingress's side listeners (see `ingress_env`)."""
     import os
 
     problem = ingress_problem(settings)
@@ -316,7 +310,7 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, name: str 
     else:
         # set for ray.init only: the raylet it starts, and through it the Serve controller, HAProxy, the proxies
         # and the replicas, inherit it; this process's environment is put back afterwards
-        ingress = ingress_env(settings, _free_port)
+        ingress = ingress_env(settings, free_port)
         saved = {variable: os.environ.get(variable) for variable in ingress}
         os.environ.update(ingress)
         try:

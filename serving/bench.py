@@ -7,20 +7,11 @@ latency is measured at the client (end to end over HTTP), and the replica's own 
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import statistics
 import time
 from typing import Callable
 
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
+from catalogue.bench import percentile
 
 
 def parse_server_timing(header: str | None) -> dict[str, float]:
@@ -147,13 +138,3 @@ def batch_counters(metrics_text: str) -> tuple[float, float]:
         elif line.startswith("sidstream_serving_batch_size_count"):
             count += float(line.rsplit(" ", 1)[1])
     return total, count
-
-
-def machine_info() -> dict:
-    import torch
-
-    from catalogue.bench import cpu_model
-
-    cpu = cpu_model()
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-            "torch": torch.__version__, "python": platform.python_version()}

@@ -1,5 +1,7 @@
 import json
 
+import math
+
 import numpy as np
 
 from catalogue import bench
@@ -32,3 +34,17 @@ def test_synthetic_sids_are_unique():
 
     codes = bench.synthetic_sids(20_000, Vocabulary())
     assert np.unique(codes, axis=0).shape[0] == 20_000
+
+
+def test_percentile_interpolates_linearly_between_ranks():
+    values = list(range(1, 101))
+    assert bench.percentile(values, 50) == 50.5 and bench.percentile(values, 100) == 100
+    assert math.isclose(bench.percentile(values, 99), 99.01)
+    assert bench.percentile([30.0, 10.0, 20.0], 99) == float(np.percentile([10, 20, 30], 99))
+    assert bench.percentile([5.0], 99) == 5.0 and math.isnan(bench.percentile([], 99))
+
+
+def test_machine_info_names_the_machine():
+    info = bench.machine_info()
+    assert info["cpu"] == bench.cpu_model() and info["cores"] >= 1 and len(info["load_average"]) == 3
+    assert {"torch", "torch_threads", "numpy", "python", "platform"} <= set(info)

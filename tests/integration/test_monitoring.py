@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from deploy.localstack import free_port
-from deploy.monitor_cli import Monitor
+from deploy.monitor.cli import Monitor
 from deploy.settings import MonitorSettings
 from streams.producer import EventProducer
 from streams.schemas import InteractionEvent, ItemEvent

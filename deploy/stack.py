@@ -1,30 +1,16 @@
-"""`sidstream up | down | status | smoke`: the local stack's command line."""
+"""Handlers of `sidstream up | down | status | smoke` (parsers: deploy/cli/stack.py)."""
 from __future__ import annotations
 
 import json
 import time
 
-
-def register(commands, bench) -> None:
-    up = commands.add_parser("up", help="start a local Kafka broker (KRaft, from Maven Central jars), optionally Redis")
-    up.add_argument("--redis", action="store_true", help="also start redis-server for the Feast Redis online store")
-    up.set_defaults(func=cmd_up)
-    down = commands.add_parser("down", help="stop exactly what `sidstream up` started")
-    down.add_argument("--purge", action="store_true", help="also delete the broker's data")
-    down.set_defaults(func=cmd_down)
-    status = commands.add_parser("status", help="show the local stack's processes")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
-    smoke = commands.add_parser("smoke", help="a round trip through Kafka and the Feast online store")
-    smoke.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
-    smoke.set_defaults(func=cmd_smoke)
+from deploy.cli import CommandError
+from deploy.localstack import LocalStack, StackError
+from deploy.settings import StackSettings
+from deploy.smoke import run_smoke
 
 
 def cmd_up(args) -> int:
-    from deploy.cli import CommandError
-    from deploy.localstack import LocalStack, StackError
-    from deploy.settings import StackSettings
-
     settings = StackSettings()
     if settings.kafka_bootstrap_servers:
         print(f"SIDSTREAM_KAFKA_BOOTSTRAP_SERVERS is set: using {settings.kafka_bootstrap_servers}, starting nothing")
@@ -40,8 +26,6 @@ def cmd_up(args) -> int:
 
 
 def cmd_down(args) -> int:
-    from deploy.localstack import LocalStack
-
     stack = LocalStack()
     if not stack.services():
         print("nothing is running (no local stack recorded in "
@@ -53,8 +37,6 @@ def cmd_down(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from deploy.localstack import LocalStack
-
     report = LocalStack().status()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -69,6 +51,4 @@ def cmd_status(args) -> int:
 
 
 def cmd_smoke(args) -> int:
-    from deploy.smoke import run_smoke
-
     return run_smoke(online_store=args.online_store)

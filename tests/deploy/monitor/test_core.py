@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from catalogue.vocab import Vocabulary
-from deploy.monitor import MonitorCore, parse_metrics, parse_targets, plot_history, render
+from deploy.monitor.core import FRESHNESS_SCRAPES, ModelAnnouncement, MonitorCore, event_to_served
+from deploy.monitor.plot import plot_history
+from deploy.monitor.prometheus import parse_metrics
+from deploy.monitor.view import render
 from deploy.settings import MonitorSettings
 from serving.metrics import ServingMetrics
 from streams.metrics import StreamMetrics
@@ -110,14 +113,6 @@ def test_score_drift_needs_enough_observations_then_compares_intervals():
     assert snap["score"]["psi"] > 0.25
 
 
-def test_scrape_targets_are_parsed_with_clear_errors():
-    assert parse_targets("worker=http://a:1/metrics, serving=https://b/metrics") == {
-        "worker": "http://a:1/metrics", "serving": "https://b/metrics"}
-    assert parse_targets("") == {}
-    with pytest.raises(ValueError, match="name=http"):
-        parse_targets("worker:9101")
-
-
 def test_render_and_plot(tmp_path):
     core, rng = _core()
     history = tmp_path / "history.jsonl"
@@ -137,8 +132,6 @@ def test_render_and_plot(tmp_path):
 
 
 def test_a_stalled_hop_becomes_unknown_and_a_restart_is_not_negative_time():
-    from deploy.monitor import FRESHNESS_SCRAPES
-
     core, _ = _core()
     worker = StreamMetrics()
     worker.event_to_feast.observe(0.05)
@@ -180,8 +173,6 @@ def test_sampling_noise_on_many_codes_does_not_alert():
 
 
 def test_event_to_served_from_announcements():
-    from deploy.monitor import ModelAnnouncement, event_to_served
-
     # versions every 20 s, each holding events up to 1 s before it was published; swaps take 0.1 s
     models = [ModelAnnouncement(f"v{i}", 1000.0 + 20 * i, i, None, (1000.0 + 20 * i - 1.0) * 1000) for i in range(6)]
     lag = event_to_served(models, swap_s=0.1)

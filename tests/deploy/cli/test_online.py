@@ -39,15 +39,17 @@ def test_model_commands(tmp_path, capsys):
 def test_online_attaches_under_train_when_the_trainer_room_registers_first():
     import argparse
 
+    import deploy.cli.online
+    import deploy.cli.trainer
     import deploy.online
-    import trainer.cli
+    from deploy.cli import load_handler
 
     parser = argparse.ArgumentParser(prog="sidstream")
     commands = parser.add_subparsers(dest="command")
     bench = commands.add_parser("bench").add_subparsers(dest="bench")
-    trainer.cli.register(commands, bench)
-    deploy.online.register(commands, bench)
+    deploy.cli.trainer.register(commands, bench)
+    deploy.cli.online.register(commands, bench)
     args = parser.parse_args(["train", "online", "--idle-exit", "3", "--set", "micro_batch=8"])
-    assert args.func is deploy.online.cmd_train_online and args.idle_exit == 3.0
-    assert parser.parse_args(["train-online"]).func is deploy.online.cmd_train_online
+    assert load_handler(args.handler) is deploy.online.cmd_train_online and args.idle_exit == 3.0
+    assert load_handler(parser.parse_args(["train-online"]).handler) is deploy.online.cmd_train_online
     assert parser.parse_args(["bench", "online", "--out", "x.json", "--scenario", "shift"]).scenario == "shift"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -19,13 +19,20 @@ import threading
 import time
 from pathlib import Path
 
+from kafka import KafkaConsumer, TopicPartition
 
-def percentile(values, q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return float(ordered[index])
+from catalogue.bench import machine_info, percentile
+from catalogue.catalogue import ItemCatalogue, build_catalogue
+from catalogue.datasets import load_sequences
+from deploy.cli import CommandError
+from deploy.localstack import LocalStack, free_port
+from deploy.settings import StackSettings
+from deploy.streamproc import StreamEnv, WorkerProcess
+from features.store import UserSequenceStore  # feast itself is imported when the store is first used
+from streams.producer import EventProducer
+from streams.replay import RateLimiter
+from streams.schemas import InteractionEvent, ItemEvent
+from streams.topics import ensure_topics
 
 
 # The freshness probe reads Feast for a sample of the events. On 2 cores it competes with what it measures (the
@@ -49,14 +56,6 @@ def per_second_p99(produced_at: list[float], latencies: list[float]) -> list[flo
             for second in range(max(buckets) + 1)]
 
 
-def machine_info() -> dict:
-    from catalogue.bench import cpu_model
-
-    cpu = cpu_model()
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-            "python": sys.version.split()[0], "platform": platform.platform()}
-
-
 def log(message: str) -> None:
     print(f"bench stream: {message}", file=sys.stderr, flush=True)
 
@@ -65,28 +64,18 @@ class StreamBench:
     def __init__(self, bootstrap: str, redis_url: str | None, catalogue_dir: Path, root: Path, workers: int):
         self.bootstrap, self.redis_url = bootstrap, redis_url
         self.catalogue_dir, self.root, self.workers = catalogue_dir, root, workers
-        from catalogue.catalogue import ItemCatalogue
-
         self.catalogue = ItemCatalogue.load(catalogue_dir)
         self.items = self.catalogue.item_ids
 
     def _env(self, name: str, online_store: str):
-        from deploy.streamproc import StreamEnv
-
         root = self.root / name
         root.mkdir(parents=True, exist_ok=True)
         return StreamEnv(self.bootstrap, root, redis_url=self.redis_url, online_store=online_store)
 
     def _start_workers(self, env):
-        from deploy.streamproc import WorkerProcess
-
         return [WorkerProcess(env, self.catalogue_dir, name=f"w{i}").start() for i in range(self.workers)]
 
     def _events(self, prefix: str, users: int, per_user: int):
-        import random
-
-        from streams.schemas import InteractionEvent
-
         rng = random.Random(7)
         now = time.time()
         for position in range(per_user):
@@ -95,10 +84,6 @@ class StreamBench:
                                        item_id=rng.choice(self.items), action="purchase", ts=now)
 
     def throughput(self, online_store: str, events: int, timeout_s: float = 600) -> dict:
-        from features.store import UserSequenceStore
-        from streams.producer import EventProducer
-        from streams.topics import ensure_topics
-
         env = self._env(f"throughput-{online_store}", online_store)
         settings = env.settings()
         ensure_topics(settings)
@@ -141,8 +126,6 @@ class StreamBench:
         return {"events": users * per_user, "seconds": seconds, "events_per_s": rate}
 
     def _first_appended_ms(self, topic: str) -> float:
-        from kafka import KafkaConsumer, TopicPartition
-
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
         try:
             tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -162,12 +145,6 @@ class StreamBench:
             consumer.close()
 
     def freshness(self, rate: float, seconds: float, items: int, store: str = "sqlite") -> dict:
-        from features.store import UserSequenceStore
-        from streams.producer import EventProducer
-        from streams.replay import RateLimiter
-        from streams.schemas import InteractionEvent
-        from streams.topics import ensure_topics
-
         env = self._env("freshness", store)
         settings = env.settings()
         ensure_topics(settings)
@@ -240,8 +217,6 @@ class StreamBench:
         return {"event_to_feast_ms": event_ms, "item_to_catalogue_ms": item_ms}
 
     def _warm_up(self, producer, settings, store, workers) -> None:
-        from streams.schemas import InteractionEvent
-
         producer.send(settings.topics.interactions, InteractionEvent(
             event_id="warm", user_id="warm-user", item_id=self.items[0], action="purchase", ts=time.time()))
         producer.producer.flush()
@@ -258,10 +233,6 @@ class StreamBench:
         raise RuntimeError("the worker did not come up within 180 s")
 
     def _item_latency(self, producer, settings, items: int) -> dict:
-        from kafka import KafkaConsumer, TopicPartition
-
-        from streams.schemas import ItemEvent
-
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
         tp = TopicPartition(settings.topics.catalogue, 0)
         consumer.assign([tp])
@@ -303,9 +274,6 @@ class StreamBench:
 def bench_catalogue_dir(dataset: Path, cache_dir: Path) -> Path:
     """A catalogue of the dataset built from collaborative embeddings (no text model, so it builds in seconds),
     cached between runs."""
-    from catalogue.catalogue import build_catalogue
-    from catalogue.datasets import load_sequences
-
     out = cache_dir / "bench" / f"catalogue-collab-{dataset.name}"
     if (out / "manifest.json").exists():
         return out
@@ -315,8 +283,6 @@ def bench_catalogue_dir(dataset: Path, cache_dir: Path) -> Path:
 
 
 def run(args) -> int:
-    from deploy.settings import StackSettings
-
     stack_settings = StackSettings()
     quick = args.quick
     events = args.events or (10_000 if quick else 100_000)
@@ -329,8 +295,6 @@ def run(args) -> int:
         if stack_settings.kafka_bootstrap_servers:
             bootstrap, redis_url = stack_settings.kafka_bootstrap_servers, stack_settings.redis_url
         else:
-            from deploy.localstack import LocalStack, free_port
-
             stack = LocalStack(StackSettings(kafka_bootstrap_servers=None, state_dir=root / "stack",
                                              kafka_port=free_port(), kafka_controller_port=free_port(),
                                              redis_port=free_port()), log=log)
@@ -338,8 +302,6 @@ def run(args) -> int:
             bootstrap, redis_url = stack.kafka_bootstrap, stack.redis_url
         try:
             if args.freshness_store == "redis" and not redis_url:  # before minutes of throughput runs, not after
-                from deploy.errors import CommandError
-
                 raise CommandError("--freshness-store redis needs Redis: set SIDSTREAM_REDIS_URL")
             bench = StreamBench(bootstrap, redis_url, catalogue_dir, root, args.workers)
             result = {"benchmark": "stream", "quick": quick, "workers": args.workers,

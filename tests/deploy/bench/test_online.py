@@ -1,7 +1,8 @@
 """The pure parts of `sidstream bench online` (deploy/online.py): the replay split, the shift world, recovery."""
 from collections import Counter
 
-from deploy.online import recovery_events, replay_world, shift_world
+from deploy.bench.online import replay_world
+from deploy.bench.shift import recovery_events, shift_world
 
 
 def test_replay_world_holds_items_back_until_the_stream_and_keeps_user_order():

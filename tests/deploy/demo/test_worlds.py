@@ -3,7 +3,7 @@ import pytest
 
 from catalogue.settings import CatalogueSettings
 from deploy.cli import main
-from deploy.demo import beauty_world, synthetic_world
+from deploy.demo.worlds import beauty_world, synthetic_world
 
 BEAUTY = CatalogueSettings().data_dir / "amazon_beauty_2014"
 
@@ -12,7 +12,10 @@ def _check(world):
     past_items = {i for events in world.past.values() for i, _ in events}
     assert not past_items & set(world.held), "a held-back item leaked into the logged past"
     streamed = {i for _, i, _ in world.stream}
-    assert set(world.held) <= streamed | past_items | set(world.held)
+    known = {str(record["item_id"]) for record in world.items}
+    assert streamed <= known, "the stream carries an item the demo has no record of"
+    assert set(world.held) <= known, "a held-back item has no record to announce it with"
+    assert all(str(record["item_id"]) == item for item, record in world.held.items())
     assert any(i in world.held for _, i, _ in world.stream), "no new item ever arrives"
     assert len(world.stream) > 1000
 

@@ -1,11 +1,28 @@
-"""`sidstream monitor`: the operator's view of freshness and drift (terminal, `--json`, `--plot`, Prometheus)."""
+"""`sidstream monitor`: the operator's view of freshness and drift (terminal, `--json`, `--plot`, Prometheus).
+`Monitor` is the loop's state (also driven by `sidstream demo`); `cmd_monitor` the command (parser:
+deploy/cli/monitor.py)."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+from prometheus_client import start_http_server
+
+from catalogue.catalogue import ItemCatalogue
+from catalogue.settings import CatalogueSettings
+from deploy.cli import CommandError
+from deploy.monitor.core import MonitorCore
+from deploy.monitor.kafka import KafkaReadings
+from deploy.monitor.plot import plot_history
+from deploy.monitor.prometheus import MonitorMetrics, parse_targets, scrape
+from deploy.monitor.view import render
+from deploy.settings import MonitorSettings
+from streams.settings import StreamSettings
 
 
 class Monitor:
@@ -13,11 +30,6 @@ class Monitor:
 
     def __init__(self, catalogue_dir: Path, targets: dict[str, str], monitor_settings=None, stream_settings=None,
                  history_file: Path | None = None, export_port: int | None = None, scrape_headers: dict | None = None):
-        from catalogue.catalogue import ItemCatalogue
-        from deploy.monitor import KafkaReadings, MonitorCore, MonitorMetrics
-        from deploy.settings import MonitorSettings
-        from streams.settings import StreamSettings
-
         self.settings = monitor_settings or MonitorSettings()
         self.stream_settings = stream_settings or StreamSettings()
         catalogue = ItemCatalogue.load(catalogue_dir)
@@ -33,14 +45,10 @@ class Monitor:
             Path(history_file).parent.mkdir(parents=True, exist_ok=True)
         self.metrics = None
         if export_port:
-            from prometheus_client import start_http_server
-
             self.metrics = MonitorMetrics()
             start_http_server(export_port, registry=self.metrics.registry)
 
     def tick(self, now: float | None = None) -> dict:
-        from deploy.monitor import scrape
-
         scrapes, errors, ends = {}, {}, {}
         try:  # a Kafka blip is a reading of this tick, not the end of the monitor
             self.readings.poll(self.core)
@@ -73,8 +81,6 @@ class Monitor:
 
 def _jsonable(value):
     try:
-        import numpy as np
-
         if isinstance(value, np.generic):
             return value.item()
     except ImportError:
@@ -82,33 +88,7 @@ def _jsonable(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def register(commands, bench) -> None:
-    p = commands.add_parser("monitor", help="freshness and drift: terminal view, --json, --plot, Prometheus")
-    p.add_argument("--catalogue", type=Path, default=None,
-                   help="catalogue folder the system started from (default: SIDSTREAM_CATALOGUE_DIR)")
-    p.add_argument("--scrape", default=None,
-                   help="metrics endpoints name=url,... (names worker*, trainer*, serving*; default "
-                        "SIDSTREAM_MONITOR_SCRAPE)")
-    p.add_argument("--interval", type=float, default=None, help="seconds between snapshots (default 5)")
-    p.add_argument("--count", type=int, default=None, help="stop after this many snapshots")
-    p.add_argument("--once", action="store_true", help="one snapshot (after a first interval, so rates exist)")
-    p.add_argument("--json", action="store_true", help="print each snapshot as one JSON line")
-    p.add_argument("--history", type=Path, default=None,
-                   help="append snapshots to this JSONL file (default SIDSTREAM_MONITOR_HISTORY_FILE)")
-    p.add_argument("--no-history", action="store_true", help="do not write the history file")
-    p.add_argument("--serve-metrics", action="store_true",
-                   help="export the monitor's gauges on SIDSTREAM_MONITOR_METRICS_PORT (default 9103)")
-    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
-                   help="draw freshness and drift over time from the history file into a PNG, then exit")
-    p.set_defaults(func=cmd_monitor)
-
-
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from catalogue.settings import CatalogueSettings
-    from deploy.errors import CommandError
-    from deploy.monitor import parse_targets, plot_history, render
-    from deploy.settings import MonitorSettings
-
     settings = MonitorSettings()
     history = None if args.no_history else (args.history or settings.history_file)
     if args.plot is not None:
@@ -133,8 +113,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if interval <= 0:
         raise CommandError("--interval must be > 0")
     port = (settings.metrics_port or 9103) if args.serve_metrics else None
-    import os
-
     api_key = os.environ.get("SIDSTREAM_API_KEY")
     try:
         monitor = Monitor(Path(catalogue_dir), targets, settings, history_file=history, export_port=port,

@@ -1,5 +1,5 @@
 """Alert states against thresholds; missing readings are unknown, not healthy."""
-from deploy.alerts import Rule, evaluate, rules_from, worst
+from deploy.monitor.alerts import Rule, evaluate, rules_from, worst
 from deploy.settings import MonitorSettings
 
 

@@ -1,5 +1,6 @@
 """`sidstream serve` / `sidstream bench serving` argument handling (no Ray started)."""
-from deploy.cli import build_parser, main
+from deploy.bench.serving import cmd_bench_serving
+from deploy.cli import build_parser, load_handler, main
 
 
 def test_commands_are_registered():
@@ -7,7 +8,7 @@ def test_commands_are_registered():
     args = parser.parse_args(["serve", "--replicas", "2", "--cpus-per-replica", "0.5", "--port", "8123", "--no-follow"])
     assert args.replicas == 2 and args.cpus_per_replica == 0.5 and args.port == 8123 and args.no_follow
     args = parser.parse_args(["bench", "serving", "--quick", "--out", "x.json"])
-    assert args.quick and str(args.out) == "x.json" and callable(args.func)
+    assert args.quick and str(args.out) == "x.json" and load_handler(args.handler) is cmd_bench_serving
 
 
 def test_serve_without_a_catalogue_is_a_one_line_error(tmp_path, capsys):
