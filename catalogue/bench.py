@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from catalogue.catalogue import assign_suffixes
+from catalogue.catalogue import build_catalogue, embedding_fingerprint, load_embeddings
+from catalogue.datasets import load_item_meta, load_sequences
+from catalogue.trie import SidTrie
+from catalogue.vocab import Vocabulary
+from catalogue.catalogue import ItemCatalogue
 
 
 def cpu_model() -> str:
@@ -24,8 +31,6 @@ def cpu_model() -> str:
 
 def machine_info() -> dict:
     """What every benchmark reports it ran on."""
-    import torch
-
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
@@ -50,8 +55,6 @@ def _median_us(fn: Callable[[], object], reps: int) -> float:
 
 def synthetic_sids(n: int, vocab, seed: int = 0) -> np.ndarray:
     """n unique full SIDs: uniform semantic codes, suffix = rank among items on the same prefix."""
-    from catalogue.catalogue import assign_suffixes
-
     rng = np.random.default_rng(seed)
     sem = rng.integers(0, vocab.codes_per_level, size=(n, vocab.levels), dtype=np.int64)
     return np.column_stack([sem, assign_suffixes(sem, vocab.suffix_size)])
@@ -60,8 +63,6 @@ def synthetic_sids(n: int, vocab, seed: int = 0) -> np.ndarray:
 def mask_timings(trie, codes: np.ndarray, beams=(1, 20, 64), reps: int = 50, seed: int = 0) -> tuple[dict, dict]:
     """Median ms of next_token_mask for B live prefixes, over every decoding step t = 0..L (pooled),
     plus the per-step medians."""
-    import torch
-
     rng = np.random.default_rng(seed)
     vocab = trie.vocab
     offsets = np.array(vocab.level_offsets)
@@ -107,12 +108,7 @@ def insert_timing(trie, reps: int, seed: int = 1) -> float:
 
 def run(dataset: Path, out: Path, quick: bool = False, workdir: Path | None = None,
         log: Callable[[str], None] = print, synthetic_items: int = 1_000_000) -> dict:
-    import torch
 
-    from catalogue.catalogue import build_catalogue, embedding_fingerprint, load_embeddings
-    from catalogue.datasets import load_item_meta, load_sequences
-    from catalogue.trie import SidTrie
-    from catalogue.vocab import Vocabulary
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t_all = time.perf_counter()
@@ -180,7 +176,6 @@ def run(dataset: Path, out: Path, quick: bool = False, workdir: Path | None = No
         log(f"assign (frozen codebooks, embedding -> SID): p50 {result['assign_us_p50']:.1f} us")
 
     # load time of the saved folder (serving and tests load it often)
-    from catalogue.catalogue import ItemCatalogue
 
     t0 = time.perf_counter()
     ItemCatalogue.load(workdir / "catalogue")

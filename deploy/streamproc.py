@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
+from streams.settings import WorkerSettings
+from features.settings import FeatureSettings
 
 
 @dataclass
@@ -46,7 +48,6 @@ class StreamEnv:
         return env
 
     def settings(self):
-        from streams.settings import WorkerSettings
 
         old = dict(os.environ)
         os.environ.update(self.env)
@@ -57,7 +58,6 @@ class StreamEnv:
             os.environ.update(old)
 
     def feature_settings(self):
-        from features.settings import FeatureSettings
 
         return FeatureSettings(feast_project=f"t{self.suffix}", online_store=self.online_store,
                                **({"redis_url": self.redis_url} if self.redis_url else {}))

@@ -12,9 +12,19 @@ GET /metrics (Prometheus). With `api_key` set, /recommend* and /metrics need `Au
 import asyncio
 import json
 import logging
+import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
+
+import ray
+import torch
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from ray import serve
 
 from serving.api import (ErrorResponse, HealthResponse, Query, RecommendResponse, RequestError, check_bearer,
                          request_models)
@@ -32,14 +42,12 @@ unconditional first-item distribution); the response says `cold_start: true`.
 Limits: `k` and the history length are bounded (see the schemas); bodies over the byte limit get 413;
 with an API key configured, requests without `Authorization: Bearer <key>` get 401."""
 
-
 class BodyLimit:
     """ASGI middleware: 413 for bodies over `max_bytes`, by Content-Length and by the bytes actually received.
 
     The body is read here, before the app runs, and handed on whole: an error raised from inside the app's own
     body read would be turned into FastAPI's generic 400 ("error parsing the body"). Bodies are small (64 KiB
     by default), so holding one costs nothing."""
-
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
@@ -87,11 +95,6 @@ async def _send_error(send, status: int, detail: str) -> None:
 def create_app(settings: ServingSettings, backend):
     """The FastAPI app; `backend.service` is the RecommenderService and `await backend.submit(query)` returns
     (response dict | RequestError, BatchTimings)."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
     RecommendRequest, HistoryRecommendRequest = request_models(
         settings.max_k, settings.max_history_events, settings.max_user_id_chars)
     service: RecommenderService = backend.service
@@ -181,7 +184,6 @@ def _health(service: RecommenderService, status: str) -> dict:
 
 class LocalBackend:
     """No batching: one query at a time on one generation thread (tests, `TestClient`)."""
-
     def __init__(self, service: RecommenderService):
         self.service = service
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="generate")
@@ -197,13 +199,10 @@ class LocalBackend:
 def build_deployment(settings: ServingSettings, build_service: Callable, name: str = "recommender"):
     """A bound Ray Serve application: `settings.replicas` replicas of the API, each with its own service built by
     `build_service(settings) -> (RecommenderService, [followers])` inside the replica (deploy/serve.py wires it)."""
-    from ray import serve
-
     @serve.deployment(name=name)
     @serve.ingress()
     class RecommenderDeployment:
         def __init__(self, settings_data: dict, build):
-            import torch
 
             self.settings = ServingSettings(**settings_data)
             torch.set_num_threads(self.settings.torch_threads)
@@ -244,9 +243,6 @@ def build_deployment(settings: ServingSettings, build_service: Callable, name: s
 
 def haproxy_binary() -> str | None:
     """The HAProxy binary Ray Serve would use (its own resolution order), or None."""
-    import os
-    import shutil
-
     explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
     if explicit:
         return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
@@ -291,8 +287,6 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, free_port:
     """Start a local Ray + Serve on settings.http_host:http_port and deploy the app; returns once it is ready,
     with the ingress variables the new Ray got (empty when Ray was already running). `free_port` allocates the
     ports of the ingress's side listeners (see `ingress_env`)."""
-    import os
-
     problem = ingress_problem(settings)
     if problem:
         raise RuntimeError(problem)
@@ -300,8 +294,6 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, free_port:
     # Feast (if imported by this process) switched prometheus-client to multiprocess mode via this variable;
     # Ray workers would inherit it. The replicas keep their metrics in their own registries.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    import ray
-    from ray import serve
 
     ingress: dict[str, str] = {}
     if ray.is_initialized():
@@ -328,8 +320,6 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, free_port:
 
 
 def shutdown_ray() -> None:
-    import ray
-    from ray import serve
 
     try:
         serve.shutdown()

@@ -12,6 +12,8 @@ import time
 from typing import Callable
 
 from catalogue.bench import percentile
+from urllib.parse import urlsplit
+import json as _json
 
 
 def parse_server_timing(header: str | None) -> dict[str, float]:
@@ -29,9 +31,7 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 class KeepAliveClient:
     """A minimal HTTP/1.1 keep-alive JSON client on asyncio streams. The load generator shares the cores with
     the server it measures, so it should cost as little CPU as possible (httpx costs several times more)."""
-
     def __init__(self, url: str, headers: dict | None = None):
-        from urllib.parse import urlsplit
 
         parts = urlsplit(url)
         self.host, self.port, self.path = parts.hostname, parts.port or 80, parts.path or "/"
@@ -41,7 +41,6 @@ class KeepAliveClient:
         self._reader = self._writer = None
 
     async def post(self, body: dict) -> tuple[int, dict, bytes]:
-        import json as _json
 
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)

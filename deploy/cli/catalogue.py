@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from catalogue.encoder import EMBEDDING_SOURCES  # numpy only
+from catalogue.settings import EMBEDDING_SOURCES
 
 HANDLERS = "deploy.catalogue"
 

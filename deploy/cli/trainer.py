@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from catalogue.encoder import EMBEDDING_SOURCES as SID_SOURCES  # numpy only
+from catalogue.settings import EMBEDDING_SOURCES as SID_SOURCES
 from trainer.settings import DEFAULT_SID_SOURCE, TrainerSettings
 
 HANDLERS = "deploy.trainer"
