@@ -3,16 +3,20 @@
 Local mode by default (`path=` folder, or in-memory when neither path nor url is given); a server when a URL
 is configured (SIDSTREAM_QDRANT_URL). Qdrant point ids must be integers or UUIDs, so an item id maps to a
 UUIDv5 and the item id itself lives in the payload.
+
+Two kinds of collection use it: the content vectors of the catalogue (`items`, cosine) and the dense channel's
+item vectors of each model version (`item-vectors-<version>`, dot product; see trainer/item_index.py).
 """
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 from catalogue.settings import CatalogueSettings
 
+DISTANCES = {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT}
 _NAMESPACE = uuid.UUID("6f1d4c1e-1f6b-4d0a-9f3e-5a1c2b3d4e5f")
 
 
@@ -25,7 +29,7 @@ def point_id(item_id: str) -> str:
 
 class QdrantItemStore:
     def __init__(self, dim: int, collection: str = "items", path: str | None = None, url: str | None = None,
-                 client=None):
+                 client=None, distance: str = "cosine"):
 
         self.dim = int(dim)
         self.collection = collection
@@ -36,9 +40,11 @@ class QdrantItemStore:
             self.client = QdrantClient(url=url)
         else:
             self.client = QdrantClient(path=path) if path and path != ":memory:" else QdrantClient(":memory:")
+        if distance not in DISTANCES:
+            raise QdrantStoreError(f"distance must be one of {sorted(DISTANCES)}, got {distance!r}")
         if not self.client.collection_exists(collection):
             self.client.create_collection(
-                collection, vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE))
+                collection, vectors_config=models.VectorParams(size=self.dim, distance=DISTANCES[distance]))
         else:
             size = self.client.get_collection(collection).config.params.vectors.size
             if size != self.dim:
@@ -95,6 +101,30 @@ class QdrantItemStore:
         hits = self.client.query_points(self.collection, query=self._vector(vector), limit=k,
                                         query_filter=query_filter, with_payload=["item_id"]).points
         return [(hit.payload["item_id"], float(hit.score)) for hit in hits]
+
+    def nearest_many(self, vectors, k: int,
+                     exclude: Sequence[Collection[str]] | None = None) -> list[list[tuple[str, float]]]:
+        """The k nearest items of each vector, in one batched query; items in a row's `exclude` set are
+        filtered out inside the search (a must_not on their point ids), so they never take one of the k."""
+        models = self._models
+        requests = []
+        for b, vector in enumerate(np.asarray(vectors, dtype=np.float32)):
+            banned = [point_id(i) for i in (exclude[b] if exclude is not None else ())]
+            query_filter = models.Filter(must_not=[models.HasIdCondition(has_id=banned)]) if banned else None
+            requests.append(models.QueryRequest(query=self._vector(vector), limit=k, filter=query_filter,
+                                                with_payload=["item_id"]))
+        responses = self.client.query_batch_points(self.collection, requests=requests) if requests else []
+        return [[(hit.payload["item_id"], float(hit.score)) for hit in r.points] for r in responses]
+
+    def vectors_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of these items, in order; QdrantStoreError names one that has none."""
+        records = self.client.retrieve(self.collection, ids=[point_id(i) for i in item_ids], with_vectors=True,
+                                       with_payload=["item_id"])
+        by_item = {r.payload["item_id"]: r.vector for r in records}
+        missing = [i for i in item_ids if i not in by_item]
+        if missing:
+            raise QdrantStoreError(f"item {missing[0]!r} has no vector in collection {self.collection!r}")
+        return np.asarray([by_item[i] for i in item_ids], dtype=np.float32).reshape(len(item_ids), self.dim)
 
     def _prefix_filter(self, sid_prefix: Sequence[int]):
         models = self._models

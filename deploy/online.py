@@ -60,7 +60,9 @@ def cmd_train_online(args: argparse.Namespace) -> int:
         elif args.init is not None:
             model, manifest = model_files.load_model(args.init)
             manifest = reg.publish(model, model_files.load_vocab(manifest), step=0, catalogue_version=catalogue.version,
-                                   extra={"train_config": manifest.get("train_config", {}), "source": str(args.init)})
+                                   extra={"train_config": manifest.get("train_config", {}), "source": str(args.init),
+                                          **({"generation": manifest["generation"]} if "generation" in manifest
+                                             else {})})
             start = f"{args.init}, published as {manifest['version']}"
             if publisher is not None:
                 publisher(reg.path(manifest["version"]))
@@ -100,7 +102,8 @@ def cmd_train_online(args: argparse.Namespace) -> int:
         print(f"trainer metrics on http://0.0.0.0:{settings.online_metrics_port}/metrics", flush=True)
     loop = OnlineLoop(trainer, reg, source, announce=publisher, catalogue_version=catalogue.version, metrics=metrics,
                       checkpoint_every_steps=settings.checkpoint_every_steps, record_event_ids=args.record_event_ids,
-                      log=lambda line: print(line, flush=True), before_batch=follower.drain if follower else None)
+                      log=lambda line: print(line, flush=True), before_batch=follower.drain if follower else None,
+                      generation=manifest.get("generation") or (manifest.get("checkpoint_state") or {}).get("generation"))
     if not loop.resume():
         loop.parent = reg.latest()
     print(f"online trainer: from {start}; {model.num_parameters():,} parameters; consuming "

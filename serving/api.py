@@ -18,6 +18,7 @@ import hmac
 
 ORDERS = ("logprob", "value", "expected_value")
 Order = Literal["logprob", "value", "expected_value"]
+Channels = Literal["generative", "dense", "both"]
 MAX_WEIGHTS = 32
 MAX_PREFIX = 8  # codes; longer than any SID this project builds (the service checks the real length)
 MAX_CODE = 1 << 20
@@ -44,7 +45,10 @@ _COMMON_DOC = {
                      "when given, items are ordered by value unless order_by says otherwise",
     "sid_prefix": "only items whose SID starts with these codes (browse a region of the catalogue; an empty "
                   "region gives an empty list)",
-    "order_by": "logprob: retrieval likelihood; value: the value function; expected_value: P(item) x value",
+    "order_by": "logprob: the retrieval score (SID log-probability, plus the dense channel's log-probability "
+                "when it is on); value: the value function; expected_value: P(item) x value",
+    "channels": "retrieval channels: generative (trie-constrained beam search over SIDs), dense (item vectors "
+                "from an index) or both (default, where the model has a dense head)",
 }
 
 
@@ -57,6 +61,7 @@ def request_models(max_k: int = 100, max_history_events: int = 200, max_user_id_
         "value_weights": (dict[str, float] | None, Field(None, max_length=MAX_WEIGHTS,
                                                          description=_COMMON_DOC["value_weights"])),
         "order_by": (Order | None, Field(None, description=_COMMON_DOC["order_by"])),
+        "channels": (Channels | None, Field(None, description=_COMMON_DOC["channels"])),
         "sid_prefix": (list[Annotated[int, Field(ge=0, le=MAX_CODE)]] | None,
                        Field(None, min_length=1, max_length=MAX_PREFIX, description=_COMMON_DOC["sid_prefix"])),
     }
@@ -78,6 +83,9 @@ class RecommendedItem(BaseModel):
     sid: list[int] = Field(description="the item's semantic id codes (L levels + collision suffix)")
     score: float = Field(description="what the list is ordered by (see order_by)")
     log_prob: float = Field(description="log P(item's SID | history)")
+    dense_score: float | None = Field(None, description="the dense channel's score (query . item vector); "
+                                                        "null when the model has no dense head")
+    channels: list[str] = Field(description="the channel(s) that found the item: generative, dense")
     value: float = Field(description="the value function over action_probs")
     action_probs: dict[str, float] = Field(description="P(action | history, item)")
 
@@ -117,13 +125,14 @@ class Query:
     user_id: str | None = None
     events: tuple[tuple[str, str], ...] | None = None
     sid_prefix: tuple[int, ...] | None = None
+    channels: str | None = None
 
     @classmethod
     def from_request(cls, request: BaseModel) -> "Query":
         data = request.model_dump()
         events = data.get("history")
         return cls(k=data["k"], exclude_seen=data["exclude_seen"], value_weights=data.get("value_weights"),
-                   order_by=data.get("order_by"), user_id=data.get("user_id"),
+                   order_by=data.get("order_by"), user_id=data.get("user_id"), channels=data.get("channels"),
                    sid_prefix=None if data.get("sid_prefix") is None else tuple(data["sid_prefix"]),
                    events=None if events is None else tuple((e["item_id"], e["action"]) for e in events))
 

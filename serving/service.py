@@ -17,9 +17,11 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
+from catalogue.settings import CatalogueSettings
 from catalogue.trie import SidTrie, apply_catalogue_change
 from serving.api import Query, RequestError, check_weights, resolve_order
 from trainer.generation import GenerationConfig, GenerationEngine, GenerationError
+from trainer.item_index import ExactIndex, build_item_index, compose_item_vectors, publish_item_vectors
 from serving.metrics import ServingMetrics
 from serving.settings import ServingSettings
 from streams.schemas import CatalogueChange, parse_catalogue_entry
@@ -46,6 +48,7 @@ class ServingState:
     manifest: dict
     trie: object  # catalogue.trie.SidTrie, never mutated once published
     catalogue_revision: int = 0
+    index: object = None  # the dense channel's item index (trainer.item_index) over `trie`; None: no dense head
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -117,12 +120,14 @@ class RecommenderService:
         except (RegistryError, OSError, ValueError, KeyError, RuntimeError) as exc:  # unreadable or wrong shapes
             return self._refuse(f"model {message.get('version') if message else directory}: "
                                 f"{type(exc).__name__}: {exc}")
-        with self._write_lock:
+        with self._write_lock:  # the index is built from the trie of the moment, so no change slips between
             old = self._state
+            trie = self._pending_trie if old is None else old.trie
+            index = self._dense_index(model, manifest, trie) if model.has_dense_head else None
             if old is None:
-                self._state = ServingState(model, manifest, self._pending_trie)
+                self._state = ServingState(model, manifest, trie, index=index)
             else:
-                self._state = replace(old, model=model, manifest=manifest, loaded_at=time.time())
+                self._state = replace(old, model=model, manifest=manifest, index=index, loaded_at=time.time())
         self.metrics.model_swaps.inc()
         self.metrics.set_model(old.model_version if old else None, manifest["version"])
         created = manifest.get("created")
@@ -172,10 +177,12 @@ class RecommenderService:
             state = self._state
             trie = (state.trie if state else self._pending_trie).snapshot()
             applied = 0
+            changed: set[str] = set()
             for change in changes:
                 outcome = apply_catalogue_change(trie, change)
                 if outcome.status == "applied":
                     applied += 1
+                    changed.add(change.item_id)
                 elif outcome.status == "refused":
                     self.metrics.catalogue_refused.inc()
                     log.warning("refused catalogue entry %s: %s", change.item_id, outcome.reason)
@@ -183,7 +190,9 @@ class RecommenderService:
                 if state is None:
                     self._pending_trie = trie
                 else:
-                    self._state = replace(state, trie=trie, catalogue_revision=state.catalogue_revision + applied)
+                    index = self._follow_index(state, trie, changed)
+                    self._state = replace(state, trie=trie, index=index,
+                                          catalogue_revision=state.catalogue_revision + applied)
         now_ms = time.time() * 1000
         for change in changes:
             start = change.item_produced_ms or change.assigned_ms
@@ -192,6 +201,26 @@ class RecommenderService:
         self.metrics.catalogue_updates.inc(applied)
         self.metrics.trie_items.set(len(trie))
         return applied
+
+    def _dense_index(self, model, manifest: dict, trie):
+        """The dense index of a model swapped in: in process, or its version's Qdrant collection."""
+        if self.settings.dense_index == "qdrant":
+            qdrant = CatalogueSettings()
+            return publish_item_vectors(model, self.vocab, trie, manifest["version"], url=qdrant.qdrant_url,
+                                        path=qdrant.qdrant_path)
+        return build_item_index(model, self.vocab, trie)
+
+    def _follow_index(self, state: ServingState, trie, changed: set[str]):
+        """The dense index after catalogue changes: a new or moved item gets its vector (from its SID, plus its
+        residual if the model trained on it) at once, a removed one loses it."""
+        if state.index is None or not changed:
+            return state.index
+        present = sorted(i for i in changed if i in trie)
+        index = state.index.remove(sorted(changed - set(present)))
+        if present:
+            items, vectors = compose_item_vectors(state.model, self.vocab, trie, present)
+            index = index.upsert(items, vectors)
+        return index
 
     def handle_catalogue_records(self, records: Sequence[tuple[bytes | None, bytes]]) -> int:
         changes = []
@@ -214,7 +243,8 @@ class RecommenderService:
         started = time.perf_counter()
         results: list = [None] * len(queries)
         beam = self.settings.beam_size
-        encoder = GenerationEngine(state.model, self.vocab, state.trie, self._config(state, beam, beam))
+        encoder = GenerationEngine(state.model, self.vocab, state.trie, self._config(state, beam, beam),
+                                   index=state.index)
 
         rows: dict[str, object] = {}
         user_ids = sorted({q.user_id for q in queries if q.user_id is not None})
@@ -266,21 +296,27 @@ class RecommenderService:
                 window = encoder._window_events()
                 meta["history_events"] = min(events, window)
                 beam = max(self.settings.beam_size, q.k)
-                prepared.append((i, (beam, q.sid_prefix), tokens, seen, meta, weights, order))
+                channels = self._channels(state, q.channels)
+                prepared.append((i, (beam, q.sid_prefix, channels), tokens, seen, meta, weights, order))
             except GenerationError as exc:
                 results[i] = RequestError(str(exc))
             except RequestError as exc:
                 results[i] = exc
 
         t0 = time.perf_counter()
-        for key in sorted({p[1] for p in prepared}, key=lambda k: (k[0], k[1] or ())):
-            beam, prefix = key
+        for key in sorted({p[1] for p in prepared}, key=lambda k: (k[0], k[1] or (), k[2])):
+            beam, prefix, channels = key
             group = [p for p in prepared if p[1] == key]
             trie = state.trie if prefix is None else self._subtrie(state.trie, prefix)
             # a query ordered by log-probability needs actions for its k best beams only, others for every beam
             top = max(queries[p[0]].k if p[6] == "logprob" else beam for p in group)
             if trie is not None:
-                engine = GenerationEngine(state.model, self.vocab, trie, self._config(state, beam, top))
+                index = state.index
+                if index is not None and prefix is not None:  # the dense channel searches the same region
+                    items = trie.item_ids()
+                    index = ExactIndex(items, state.index.vectors_of(items).numpy())
+                engine = GenerationEngine(state.model, self.vocab, trie, self._config(state, beam, top, channels),
+                                          index=index)
                 lists = engine.recommend_tokens([[self.vocab.BOS] + p[2] for p in group], [p[3] for p in group])
             else:
                 lists = [[] for _ in group]
@@ -314,19 +350,33 @@ class RecommenderService:
             return encoder.items_in_tokens(tokens)
         return {item for item in trie.items_at(codes) if item is not None}
 
-    def _config(self, state: ServingState, beam: int, top_k: int) -> GenerationConfig:
-        """The engine returns its `top_k` best beams by log-probability, each with its action probabilities;
-        the response re-ranks them by the query's own ordering."""
-        return GenerationConfig(beam_size=beam, top_k=top_k, exclude_seen=True, window_events=state.window_events)
+    def _config(self, state: ServingState, beam: int, top_k: int, channels: str | None = None) -> GenerationConfig:
+        """The engine returns its `top_k` best candidates by retrieval score, each with its action
+        probabilities; the response re-ranks them by the query's own ordering."""
+        return GenerationConfig(beam_size=beam, top_k=top_k, exclude_seen=True, window_events=state.window_events,
+                                channels=channels,
+                                dense_weight=(state.manifest.get("generation") or {}).get("dense_weight", 1.0))
+
+    @staticmethod
+    def _channels(state: ServingState, requested: str | None) -> str:
+        """The request's channels (default: both where the model has a dense head)."""
+        if state.index is None:
+            if requested in ("dense", "both"):
+                raise RequestError(f"channels={requested!r}: model {state.model_version} has no dense head; "
+                                   f"it serves the generative channel only")
+            return "generative"
+        return requested or "both"
 
     def _response(self, state: ServingState, query: Query, recs, meta: dict, weights, order: str) -> dict:
         weights = weights if weights is not None else self.default_weights
         items = []
         for r in recs:
             value = sum(w * r.action_probs.get(a, 0.0) for a, w in weights.items())
-            score = r.log_prob if order == "logprob" else value if order == "value" else math.exp(r.log_prob) * value
+            score = r.retrieval if order == "logprob" else value if order == "value" \
+                else math.exp(r.retrieval) * value
             items.append({"item_id": r.item_id, "sid": list(state.trie.codes_of(r.item_id)), "score": score,
-                          "log_prob": r.log_prob, "value": value, "action_probs": r.action_probs})
+                          "log_prob": r.log_prob, "dense_score": r.dense_score, "channels": list(r.channels),
+                          "value": value, "action_probs": r.action_probs})
         items.sort(key=lambda x: -x["score"])
         for item in items[: query.k]:
             self.metrics.score.labels("log_prob").observe(item["log_prob"])

@@ -41,6 +41,10 @@ class ServingSettings(BaseSettings):
     # --- generation
     beam_size: int = Field(20, ge=1)  # widened to k when a request asks for more items than beams
     order_by: Literal["logprob", "value", "expected_value"] = "logprob"
+    # the dense channel's index. memory: each replica composes its model's item vectors into an in-process
+    # index (exact below 200,000 items, faiss HNSW above). qdrant: one collection per model version
+    # (item-vectors-<version>) on the Qdrant server at SIDSTREAM_QDRANT_URL, shared by the replicas
+    dense_index: Literal["memory", "qdrant"] = "memory"
 
     # --- models and catalogue
     model_dir: Path = Path("var/models/current")  # registry model directory served at start

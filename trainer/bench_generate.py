@@ -1,7 +1,9 @@
-"""`sidstream bench generate`: milliseconds per user for trie-constrained beam search, next to SASRec.
+"""`sidstream bench generate`: milliseconds per user for the generation engine, next to SASRec.
 
-Beam 20, top 10, histories of `history` events, batch 1 and 32; SASRec scores the full catalogue for the
-same histories and takes its top 10. Two catalogues: the real one (Beauty, 12,101 items) and a synthetic
+Beam 20, top 10, 20 dense candidates, histories of `history` events, batch 1 and 32: both channels together
+(`sidstream_ms_per_user`, the served configuration), each alone, and SASRec scoring the full catalogue for the
+same histories. The dense index is the one `trainer.item_index.item_index_for` picks at that size; where it
+is the HNSW graph, its search is also timed against the exact scan, with its recall@10 against it. Two catalogues: the real one (Beauty, 12,101 items) and a synthetic
 one with random unique SIDs (1,000,000 items by default). Weights do not change the cost, so untrained
 models of the default sizes are used unless --model is given. Medians over `repeats` timed runs after a
 warm-up run.
@@ -25,8 +27,8 @@ from trainer import registry
 from trainer.bench_quality import check_model_vocab, environment, prepare_catalogue
 from trainer.data import load_amazon_split
 from trainer.generation import GenerationConfig, GenerationEngine
-from trainer.model import Transformer
-from trainer.pretrain import TrainConfig, model_config_for
+from trainer.item_index import ExactIndex, compose_item_vectors, item_index_for
+from trainer.pretrain import TrainConfig, new_model
 from trainer.sasrec import Sasrec, SasrecConfig
 from trainer.settings import DEFAULT_SID_SOURCE
 
@@ -42,21 +44,42 @@ def _median_ms_per_user(fn, batch: int, repeats: int) -> float:
 
 
 def _case(name, vocab, trie, item_ids, model, window, history, repeats, sasrec_config, rng, log) -> dict:
-    engine = GenerationEngine(model, vocab, trie, GenerationConfig(beam_size=20, top_k=10, window_events=window))
+    t0 = time.perf_counter()
+    items, vectors = compose_item_vectors(model, vocab, trie)
+    index = item_index_for(items, vectors)
+    out = {"items": len(item_ids), "history_events": history,
+           "dense_index": {"kind": index.kind, "build_seconds": round(time.perf_counter() - t0, 2)}}
+    log(f"{name}: {index.kind} dense index of {len(items):,} items in {out['dense_index']['build_seconds']}s")
+    exact = index if index.kind == "exact" else ExactIndex(items, vectors)
+    engines = {row: GenerationEngine(model, vocab, trie, GenerationConfig(
+        beam_size=20, top_k=10, window_events=window, channels=channels), index=index)
+        for row, channels in (("sidstream", "both"), ("generative", "generative"), ("dense", "dense"))}
     sasrec = Sasrec(item_ids, sasrec_config)
     sasrec.model.eval()
-    out = {"items": len(item_ids), "history_events": history, "model_window_events": engine._window_events()}
+    out["model_window_events"] = engines["sidstream"]._window_events()
     for batch in (1, 32):
         histories = [[(item_ids[j], "purchase") for j in rng.choice(len(item_ids), history, replace=False)]
                      for _ in range(batch)]
-        tokens = [engine.encode_history(h) for h in histories]
+        tokens = [engines["sidstream"].encode_history(h) for h in histories]
         seen = [{i for i, _ in h} for h in histories]
         plain = [[i for i, _ in h] for h in histories]
+        row = {}
         with torch.no_grad():
-            ms = _median_ms_per_user(lambda: engine.recommend_tokens(tokens, seen), batch, repeats)
-            ms_sas = _median_ms_per_user(lambda: sasrec.rank(plain, 10), batch, repeats)
-        out[f"batch_{batch}"] = {"sidstream_ms_per_user": round(ms, 3), "sasrec_ms_per_user": round(ms_sas, 3)}
-        log(f"{name}: batch {batch}: sidstream {ms:.2f} ms/user, SASRec full scoring {ms_sas:.2f} ms/user")
+            for name_, engine in engines.items():
+                ms = _median_ms_per_user(lambda: engine.recommend_tokens(tokens, seen), batch, repeats)
+                row[f"{name_}_ms_per_user"] = round(ms, 3)
+            row["sasrec_ms_per_user"] = round(_median_ms_per_user(lambda: sasrec.rank(plain, 10), batch, repeats), 3)
+            queries = model.query_vectors(model.prefill(*engines["sidstream"]._left_pad(tokens))[0])
+            if exact is not index:  # what the graph saves, and what it loses, against the linear scan
+                row["dense_exact_scan_ms_per_user"] = round(
+                    _median_ms_per_user(lambda: exact.search(queries, 20, seen), batch, repeats), 3)
+                row["dense_index_ms_per_user"] = round(
+                    _median_ms_per_user(lambda: index.search(queries, 20, seen), batch, repeats), 3)
+                found, truth = index.search(queries, 10, seen)[0], exact.search(queries, 10, seen)[0]
+                row["dense_index_recall@10_vs_exact"] = round(
+                    float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])), 3)
+        out[f"batch_{batch}"] = row
+        log(f"{name}: batch {batch}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     return out
 
 
@@ -82,7 +105,7 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
         vocab = catalogue.vocab
         if model_dir:
             check_model_vocab(registry.load_vocab(manifest), vocab, model_dir, catalogue_dir, can_pass_sids=False)
-        net = model or Transformer(model_config_for(TrainConfig(), vocab)).eval()
+        net = model or new_model(TrainConfig(), vocab, catalogue.trie).eval()
         report["catalogue"] = _case("catalogue", vocab, catalogue.trie, catalogue.item_ids, net, window, history,
                                  repeats, SasrecConfig(), rng, log)
         report["catalogue"]["source"] = str(catalogue_dir or dataset)
@@ -97,7 +120,7 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
         trie = SidTrie.from_codes(vocab, ids, codes)
         log(f"synthetic catalogue of {large_items:,} items built in {time.perf_counter() - t0:.1f}s")
         net = model if model is not None and model.config.vocab_size == vocab.size else \
-            Transformer(model_config_for(TrainConfig(), vocab)).eval()
+            new_model(TrainConfig(), vocab, trie).eval()
         report[f"synthetic_{large_items}"] = _case(f"synthetic {large_items:,}", vocab, trie, ids, net, window,
                                                    history, repeats, SasrecConfig(), rng, log)
     report["configuration"] = {"beam": 20, "top_k": 10, "history_events": history, "repeats": repeats,

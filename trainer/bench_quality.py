@@ -27,7 +27,12 @@ from catalogue.catalogue import ItemCatalogue, build_catalogue
 from catalogue.datasets import load_item_meta
 from catalogue.encoder import EMBEDDING_SOURCES
 from trainer import registry
+from trainer.item_index import build_item_index
+from trainer.metrics import coverage_at_k, popular_items, tail_recall_at_k
 from trainer.pretrain import TrainResult
+
+# the rows of one trained model: both channels, then each alone (no extra training)
+SIDSTREAM_ROWS = {"sidstream": "both", "sidstream_generative": "generative", "sidstream_dense": "dense"}
 
 # Quick: a smoke run that finishes in under 5 minutes on 2 shared cores (numbers are far from converged).
 QUICK_TRAIN = dict(time_budget_s=75.0, max_epochs=100, val_users=500, eval_every=2, patience=3, eval_beam=10,
@@ -98,52 +103,64 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
         check_model_vocab(registry.load_vocab(manifest), vocab, model_dir, catalogue_dir)
         train_cfg = TrainConfig.from_overrides(**manifest.get("train_config", {}))
         result = TrainResult(model, manifest["metrics"].get("val", {}), manifest.get("epoch", 0), manifest["step"],
-                             manifest.get("train_seconds"))
+                             manifest.get("train_seconds"),
+                             dense_weight=(manifest.get("generation") or {}).get("dense_weight", 1.0))
         log(f"evaluating sidstream model {model_dir} (step {result.steps}, {result.train_seconds}s training)")
     else:
         run_dir = work / f"{dataset.name}-sidstream{'-quick' if quick else ''}"
         log(f"training sidstream (budget {train_cfg.time_budget_s:.0f}s) -> {run_dir}")
         result = pretrain(split, tokenizer, trie, train_cfg, run_dir, resume=False, log=log)
     test_cases = split.test if not test_users else split.test[:test_users]
-    t0 = time.perf_counter()
-    metrics, ranked, validity = evaluate_generation(result.model, vocab, trie, tokenizer, test_cases,
-                                                    train_cfg.window_events, beam=20, top_k=10,
-                                                    batch_size=train_cfg.eval_batch, progress=True)
-    test_seconds = time.perf_counter() - t0
-    log(f"sidstream test: {fmt(metrics)}; {validity}; {test_seconds:.0f}s")
-    if validity["invalid_items"]:
-        raise AssertionError(f"{validity['invalid_items']} invalid generated items")
-    if predictions_file:
-        path = Path(predictions_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as fh:
-            for case, items in zip(test_cases, ranked):
-                fh.write(f"{case.user}\t{','.join(items)}\n")
-    report = {
-        "sidstream": {**metrics, "epochs": result.epochs,
-                      "train_seconds": None if result.train_seconds is None else round(result.train_seconds, 1),
-                      "steps": result.steps, "validation": result.best_metrics,
-                      "invalid_generations": validity["invalid_items"],
-                      "users_with_fewer_than_10": validity["users_with_fewer_than_k"],
-                      "test_users": validity["users"], "test_seconds": round(test_seconds, 1),
-                      "parameters": result.model.num_parameters()},
-    }
+    head = popular_items([[i for i, _ in events] for events in split.train.values()])
+    catalogue_size = len(catalogue.item_ids)
+    rows = SIDSTREAM_ROWS if result.model.has_dense_head else {"sidstream": "generative"}
+    index = build_item_index(result.model, vocab, trie) if result.model.has_dense_head else None
+    report = {}
+    for row, channels in rows.items():
+        t0 = time.perf_counter()
+        metrics, ranked, validity = evaluate_generation(result.model, vocab, trie, tokenizer, test_cases,
+                                                        train_cfg.window_events, beam=20, top_k=10,
+                                                        batch_size=train_cfg.eval_batch, progress=True,
+                                                        channels=channels, index=index,
+                                                        dense_weight=result.dense_weight or 1.0)
+        test_seconds = time.perf_counter() - t0
+        log(f"{row} test: {fmt(metrics)}; {validity}; {test_seconds:.0f}s")
+        if validity["invalid_items"]:
+            raise AssertionError(f"{row}: {validity['invalid_items']} invalid generated items")
+        if predictions_file:
+            write_predictions(predictions_path(predictions_file, row), test_cases, ranked)
+        report[row] = {**metrics, **long_tail(ranked, test_cases, head, catalogue_size), "channels": channels,
+                       "invalid_generations": validity["invalid_items"],
+                       "users_with_fewer_than_10": validity["users_with_fewer_than_k"],
+                       "test_users": validity["users"], "test_seconds": round(test_seconds, 1)}
+    report["sidstream"].update({
+        "epochs": result.epochs, "steps": result.steps, "validation": result.best_metrics,
+        "train_seconds": None if result.train_seconds is None else round(result.train_seconds, 1),
+        "parameters": result.model.num_parameters()})
     if not skip_sasrec:
         sas_cfg = SasrecConfig(**{**asdict(SasrecConfig()), "time_budget_s": train_cfg.time_budget_s,
                                   **(QUICK_SASREC if quick else {}), **(sasrec_overrides or {})})
         log(f"training SASRec (budget {sas_cfg.time_budget_s:.0f}s)")
         rec, sas_val, sas_seconds = train_sasrec(split.train, split.validation, catalogue.item_ids, sas_cfg, log=log)
         t0 = time.perf_counter()
-        sas_metrics, _ = evaluate_sasrec(rec, test_cases)
+        sas_metrics, sas_ranked = evaluate_sasrec(rec, test_cases)
         log(f"sasrec test: {fmt(sas_metrics)}")
-        report["sasrec"] = {**sas_metrics, "train_seconds": round(sas_seconds, 1), "validation": sas_val,
+        if predictions_file:
+            write_predictions(predictions_path(predictions_file, "sasrec"), test_cases, sas_ranked)
+        report["sasrec"] = {**sas_metrics, **long_tail(sas_ranked, test_cases, head, catalogue_size),
+                            "train_seconds": round(sas_seconds, 1), "validation": sas_val,
                             "test_seconds": round(time.perf_counter() - t0, 1),
                             "parameters": rec.model.num_parameters()}
     report["configuration"] = {
         "dataset": str(dataset), "users": len(raw), "items": n_items, "quick": quick,
         "sidstream_model": str(model_dir) if model_dir else "trained in this run",
         "protocol": "leave-one-out (last item test, second-to-last validation), full catalogue, seen items excluded",
-        "sidstream": asdict(train_cfg), "generation": {"beam": 20, "top_k": 10, "exclude_seen": True},
+        "sidstream": asdict(train_cfg), "rows": rows,
+        "generation": {"beam": 20, "top_k": 10, "exclude_seen": True, "dense_candidates": 20,
+                       "dense_weight": result.dense_weight,
+                       "dense_index": getattr(index, "kind", None)},
+        "long_tail": "coverage@10: share of the catalogue in some top 10; tail_recall@10: recall@10 over test "
+                     "targets outside the 20% most frequent training items",
         "sasrec": asdict(sas_cfg) if not skip_sasrec else None,
         "catalogue": {"version": vocab.version, "levels": vocab.levels, "codes_per_level": vocab.codes_per_level,
                       "suffix_size": vocab.suffix_size, "items": len(catalogue.item_ids),
@@ -154,8 +171,27 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"wrote {out}" + (f" and {predictions_file}" if predictions_file else ""))
+    log(f"wrote {out}" + (f" and predictions {predictions_file} (+ one file per other row)" if predictions_file else ""))
     return report
+
+
+def long_tail(ranked, cases, head, catalogue_size: int) -> dict:
+    tail, tail_users = tail_recall_at_k(ranked, [c.target for c in cases], head, 10)
+    return {"coverage@10": coverage_at_k(ranked, catalogue_size, 10), "tail_recall@10": tail,
+            "tail_users": tail_users}
+
+
+def predictions_path(predictions_file, row: str) -> Path:
+    """The sidstream row writes FILE itself; every other row FILE with its name before the suffix."""
+    path = Path(predictions_file)
+    return path if row == "sidstream" else path.with_name(f"{path.stem}.{row}{path.suffix}")
+
+
+def write_predictions(path: Path, cases, ranked) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for case, items in zip(cases, ranked):
+            fh.write(f"{case.user}\t{','.join(items)}\n")
 
 
 def check_model_vocab(model_vocab, vocab, model_dir, catalogue_dir, can_pass_sids: bool = True) -> None:

@@ -215,6 +215,44 @@ def level_cross_entropy(model, hidden: torch.Tensor, batch: Batch, spans: Sequen
     return total / weights.sum().clamp(min=1e-8)
 
 
+def dense_cross_entropy(model, hidden: torch.Tensor, batch: Batch, first_level: range,
+                        item_log_q: torch.Tensor | None = None, negatives: int = 0) -> torch.Tensor:
+    """The dense channel's loss: at every position whose target is an item's first SID token, the query vector
+    against all item vectors, softmax cross-entropy over the model's items (`negatives=0`), or a sampled
+    softmax over `negatives` items drawn from `item_log_q` with the log-Q correction (Yi et al., RecSys 2019)
+    for catalogues too large to score whole. Targets whose item has no residual row are skipped."""
+    L = model.config.sid_length
+    targets, weights = batch.targets, batch.weights
+    if targets.shape[1] < L:
+        return hidden.new_zeros(())
+    windows = targets.unfold(1, L, 1)  # [B, T-L+1, L]: the SID that starts at each target position
+    starts = (windows[..., 0] >= first_level.start) & (windows[..., 0] < first_level.stop)
+    starts &= weights[:, : windows.shape[1]] > 0
+    b, t = torch.nonzero(starts, as_tuple=True)
+    if b.numel() == 0:
+        return hidden.new_zeros(())
+    rows = model.residual_rows(windows[b, t])
+    known = rows >= 0
+    b, t, rows = b[known], t[known], rows[known]
+    if rows.numel() == 0:
+        return hidden.new_zeros(())
+    queries = model.query_vectors(hidden[b, t])
+    if not negatives:
+        logits = queries @ model.item_vectors(model.item_sid_tokens).T
+        return torch.nn.functional.cross_entropy(logits, rows)
+    if item_log_q is None:
+        raise ValueError("a sampled softmax needs item_log_q, the log-probability of drawing each item")
+    sampled = torch.multinomial(item_log_q.exp(), negatives, replacement=True)
+    candidates = torch.cat([rows, sampled])
+    vectors = model.item_vectors(model.item_sid_tokens[candidates], candidates)
+    logits = queries @ vectors.T - item_log_q[candidates]  # log-Q: frequent items are drawn more often
+    # a row's own positive may also be drawn as a negative of another row: only the diagonal is its target
+    same = candidates[None, :] == rows[:, None]
+    same[torch.arange(len(rows)), torch.arange(len(rows))] = False
+    logits = logits.masked_fill(same, float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, torch.arange(len(rows)))
+
+
 def load_amazon_split(dataset_dir) -> tuple[dict[str, list[str]], LeaveOneOut]:
     """sequences.txt -> (raw item sequences, leave-one-out split with action "purchase")."""
     try:

@@ -1,17 +1,31 @@
 """The generation engine: histories in, ranked real items with action probabilities out.
 
-Pure core (torch + the catalogue's trie), wrapped by serving's adapters. For a batch of users the beam search
-runs in named steps:
-1. first step: prefill each history once (left-padded into one batch, KV cache kept) and keep the best
-   `beam_size` first-level SID codes per user;
-2. extend: one SID level at a time, masking every token that does not continue a live item's SID in the
+Pure core (torch + the catalogue's trie + an item index), wrapped by serving's adapters. Two retrieval
+channels read one model: the generative channel (trie-constrained beam search over SIDs) and the dense channel
+(the query vector at the history's last position against the item vectors, top items from an index). For a
+batch of users the search runs in named steps:
+1. encode: prefill each history once (left-padded into one batch, KV cache kept);
+2. first step: keep the best `beam_size` first-level SID codes per user;
+3. extend: one SID level at a time, masking every token that does not continue a live item's SID in the
    trie, so every beam stays on a real item; beams share their user's history cache and only their own few
    tokens are reordered;
-3. finish: the last level (the collision suffix) names each candidate's item; items already in the history
-   are dropped (configurable) before the best beams are kept;
-4. read actions: each finished item's last token goes through the model once more, and the distribution
-   over action tokens is P(action | history, item);
-then a value function turns those into a score and the top k, best first, are returned.
+4. finish: the last level (the collision suffix) names each candidate's item;
+5. dense: the top `dense_candidates` items by dense score from the item index;
+6. merge: one candidate list per user, each candidate marked with the channel(s) that found it; a candidate
+   one channel did not score gets that channel's score (its dense score from its vector; its SID
+   log-probability, and its actions, by feeding its SID tokens through the model once);
+7. read actions: each beam item's last token goes through the model once more, and the distribution over
+   action tokens is P(action | history, item);
+8. rank: by the retrieval score, the value function, or both (`order_by`), the top k.
+
+With `exclude_seen`, items in the history never take a slot: the dense index skips them inside its search,
+the beam search masks every SID prefix whose items are all seen, and the last level drops seen items before the
+best beams are kept. So a user with at least k unseen items gets k.
+
+The retrieval score (`order_by="logprob"`) adds the log-probabilities of the channels in use:
+`log P_sid(item | history) + dense_weight * log softmax_c(dense score)`, the softmax taken over the user's
+merged candidates c (a product of the two channels' distributions; the normaliser is the same for every
+candidate of a user, so it changes no order, only the probability `expected_value` reads).
 """
 from __future__ import annotations
 
@@ -21,12 +35,14 @@ from typing import Collection, Mapping, Sequence
 
 import torch
 
+from trainer.item_index import build_item_index
 from trainer.model import KVCache
 from trainer.registry import load_model, load_vocab
 from trainer.value import DEFAULT_WEIGHTS, ValueFunction
 
 Event = tuple[str, str]  # (item_id, action)
 ORDERINGS = ("logprob", "value", "expected_value")
+CHANNELS = ("generative", "dense", "both")
 NEG_INF = torch.tensor(float("-inf"))
 
 
@@ -44,6 +60,9 @@ class GenerationConfig:
     order_by: str = "logprob"
     value_weights: Mapping[str, float] | None = None  # None: trainer.value.DEFAULT_WEIGHTS
     with_actions: bool = True  # False skips the action step (retrieval only; values are then 0)
+    channels: str | None = None  # generative | dense | both; None: both when the model has a dense head
+    dense_candidates: int | None = None  # the dense channel's candidates per user (None: beam_size)
+    dense_weight: float = 1.0  # the dense log-probability's weight in the retrieval score
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or self.top_k < 1:
@@ -54,6 +73,10 @@ class GenerationConfig:
             raise GenerationError(f"order_by must be one of {ORDERINGS}, got {self.order_by!r}")
         if not self.with_actions and self.order_by != "logprob":
             raise GenerationError(f"order_by={self.order_by!r} needs with_actions=True")
+        if self.channels is not None and self.channels not in CHANNELS:
+            raise GenerationError(f"channels must be one of {CHANNELS}, got {self.channels!r}")
+        if self.dense_candidates is not None and self.dense_candidates < self.top_k:
+            raise GenerationError(f"dense_candidates {self.dense_candidates} is below top_k {self.top_k}")
 
 
 @dataclass(frozen=True)
@@ -63,23 +86,43 @@ class Beams:
     scores: torch.Tensor  # [B, W] log P(tokens | history); -inf: a dead beam
 
 
+@dataclass
+class Candidate:
+    """One item a channel found for a user, with the evidence gathered so far."""
+    item_id: str
+    channels: list[str]
+    log_prob: float | None = None  # log P(item's SID | history)
+    dense_score: float | None = None  # query . item vector
+    action_probs: list[float] | None = None
+
+
 @dataclass(frozen=True)
 class Recommendation:
     item_id: str
-    log_prob: float  # log P(item's SID tokens | history) under the model
+    log_prob: float | None  # log P(item's SID tokens | history); None when no step computed it (dense only)
     action_probs: dict[str, float] = field(default_factory=dict)  # P(action | history, item), sums to 1
     value: float = 0.0
     score: float = 0.0  # what the list is ordered by
+    dense_score: float | None = None  # the dense channel's score, query . item vector
+    retrieval: float = 0.0  # the retrieval score (module docstring)
+    channels: tuple[str, ...] = ()  # the channel(s) that found the item
 
 
 class GenerationEngine:
     """Trie-constrained, KV-cached beam search over one `trainer.model.Transformer`."""
 
-    def __init__(self, model, vocab, trie, config: GenerationConfig | None = None):
+    def __init__(self, model, vocab, trie, config: GenerationConfig | None = None, index=None):
         self.model = model.eval()
         self.vocab = vocab
         self.trie = trie
         self.config = config or GenerationConfig()
+        self.channels = self.config.channels or ("both" if model.has_dense_head else "generative")
+        if self.channels != "generative" and not model.has_dense_head:
+            raise GenerationError(f"channels={self.channels!r} needs a model with a dense head; this one was "
+                                  f"trained without it (retrain with `sidstream train pretrain`)")
+        # the dense channel's item index (trainer.item_index); built from the trie when none is given
+        self.index = index if index is not None or self.channels == "generative" else \
+            build_item_index(model, vocab, trie)
         weights = self.config.value_weights
         if weights is None:  # the defaults, restricted to the actions this vocabulary speaks
             weights = {a: w for a, w in DEFAULT_WEIGHTS.items() if a in vocab.actions}
@@ -158,61 +201,94 @@ class GenerationEngine:
             seen = [self.items_in_tokens(t) if self.config.exclude_seen else set() for t in token_histories]
         if not self.config.exclude_seen:
             seen = [set()] * len(token_histories)
-        items, log_probs, action_probs = self.search([self._truncate(t) for t in token_histories], seen)
-        return self.rank(items, log_probs, action_probs)
+        return self.rank(self.search([self._truncate(t) for t in token_histories], seen))
 
-    def rank(self, items: list[list[str | None]], log_probs: torch.Tensor,
-             action_probs: torch.Tensor) -> list[list[Recommendation]]:
-        """The search's beams as recommendations: valued, ordered by `order_by`, the top k per user."""
-        values = (action_probs @ self.value_vector).tolist()
-        log_probs, action_probs = log_probs.tolist(), action_probs.tolist()
+    def rank(self, candidates: list[list[Candidate]], dense_weight: float | None = None) -> list[list[Recommendation]]:
+        """Each user's merged candidates as recommendations: valued, ordered by `order_by`, the top k
+        (`dense_weight`: instead of the configured one, e.g. to compare weights on one search)."""
+        dense_weight = self.config.dense_weight if dense_weight is None else dense_weight
         actions = self.vocab.actions
-        order_by = self.config.order_by
+        value_vector = self.value_vector.tolist()
+        order_by, use_dense = self.config.order_by, self.channels != "generative"
         out = []
-        for b in range(len(items)):
+        for user in candidates:
+            dense_norm = _logsumexp([c.dense_score for c in user]) if use_dense and user else 0.0
             recs = []
-            for w, item in enumerate(items[b]):
-                if item is None:
-                    continue
-                lp, value = log_probs[b][w], values[b][w]
-                score = lp if order_by == "logprob" else value if order_by == "value" else math.exp(lp) * value
-                probs = dict(zip(actions, action_probs[b][w])) if self.config.with_actions else {}
-                recs.append(Recommendation(item, lp, probs, value, score))
+            for c in user:
+                retrieval = 0.0
+                if self.channels != "dense":
+                    retrieval += c.log_prob
+                if use_dense:
+                    retrieval += dense_weight * (c.dense_score - dense_norm)
+                probs = c.action_probs
+                value = sum(w * p for w, p in zip(value_vector, probs)) if probs is not None else 0.0
+                score = retrieval if order_by == "logprob" else value if order_by == "value" \
+                    else math.exp(retrieval) * value
+                recs.append(Recommendation(c.item_id, c.log_prob, dict(zip(actions, probs)) if probs else {},
+                                           value, score, c.dense_score, retrieval, tuple(c.channels)))
             recs.sort(key=lambda r: -r.score)
             out.append(recs[: self.config.top_k])
         return out
 
     # ----- the search
     @torch.no_grad()
-    def search(self, token_histories: Sequence[Sequence[int]], seen: Sequence[Collection[str]]):
-        """Beam search for a batch. Returns (items [B][W] with None for dead beams, log_probs [B, W],
-        action_probs [B, W, A]); beams are in descending log-probability order. With order_by="logprob" only
-        the first top_k beams get action probabilities (the rest, never returned, stay 0)."""
-        beams, cache = self.first_step(token_histories)
-        for level in range(1, self.vocab.sid_length - 1):
-            beams, cache = self.extend(beams, cache, level)
-        beams, items, cache = self.finish(beams, cache, seen)
-        return items, beams.scores, self.read_actions(beams, cache)
+    def search(self, token_histories: Sequence[Sequence[int]],
+               seen: Sequence[Collection[str]]) -> list[list[Candidate]]:
+        """Both channels for a batch: one merged candidate list per user (module docstring, steps 1-7)."""
+        hidden, prefix = self.encode(token_histories)
+        B = len(token_histories)
+        candidates: list[dict[str, Candidate]] = [{} for _ in range(B)]
+        beams = beam_cache = None
+        if self.channels != "dense":
+            exhausted = self._exhausted_prefixes(seen)
+            beams, cache = self.first_step(hidden, prefix, exhausted)
+            for level in range(1, self.vocab.sid_length - 1):
+                beams, cache = self.extend(beams, cache, level, exhausted)
+            beams, items, beam_cache = self.finish(beams, cache, seen)
+            scores = beams.scores.tolist()
+            for b in range(B):
+                for w, item in enumerate(items[b]):
+                    if item is not None:
+                        candidates[b][item] = Candidate(item, ["generative"], log_prob=scores[b][w])
+        if self.channels != "generative":
+            queries = self.model.query_vectors(hidden)
+            dense_items, dense_scores = self.dense(queries, seen)
+            self.merge(candidates, queries, dense_items, dense_scores)
+            self.score_sids(hidden, prefix, candidates)
+        if beams is not None:
+            self.read_actions(beams, items, beam_cache, candidates)
+        return [list(c.values()) for c in candidates]
 
-    def first_step(self, token_histories: Sequence[Sequence[int]]) -> tuple[Beams, KVCache]:
-        """Prefill the histories and keep the best first-level codes: (beams, their expanded cache)."""
+    def encode(self, token_histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, KVCache]:
+        """Prefill the histories: (the last position's hidden state [B, d], the prefix KV cache)."""
+        return self.model.prefill(*self._left_pad(token_histories))
+
+    def first_step(self, hidden: torch.Tensor, cache: KVCache,
+                   exhausted: list[dict[tuple, list[int]]] | None = None) -> tuple[Beams, KVCache]:
+        """Keep the best first-level codes of the encoded histories: (beams, their expanded cache)."""
         W = self.config.beam_size
-        hidden, cache = self.model.prefill(*self._left_pad(token_histories))
+        B = hidden.shape[0]
         logp, span = self._level_log_probs(hidden, 0)
         # one row for everyone: the root's children are the same for every user
         root = self.trie.next_token_mask(torch.zeros((1, 0), dtype=torch.long))[:, span.start : span.stop]
         scores = torch.where(root, logp, NEG_INF)
+        for b, user in enumerate(exhausted or ()):
+            codes = user.get((), ())
+            if codes:
+                scores[b, codes] = float("-inf")
         k = min(W, scores.shape[1])
         beam_scores, idx = scores.topk(k, dim=1)
         if k < W:  # fewer level-0 codes than beams: pad with dead beams
-            B = len(token_histories)
             beam_scores = torch.cat([beam_scores, NEG_INF.expand(B, W - k)], 1)
             idx = torch.cat([idx, torch.zeros(B, W - k, dtype=torch.long)], 1)
         return Beams((idx + span.start).unsqueeze(-1), beam_scores), cache.expand(W)
 
-    def extend(self, beams: Beams, cache: KVCache, level: int) -> tuple[Beams, KVCache]:
+    def extend(self, beams: Beams, cache: KVCache, level: int,
+               exhausted: list[dict[tuple, list[int]]] | None = None) -> tuple[Beams, KVCache]:
         """One more SID level: every beam's continuations under the trie, the best per user kept."""
         candidates, _, span = self._candidates(beams, cache, level)
+        if exhausted:
+            self._mask_exhausted(candidates, beams, exhausted, level)
         beams, parent, _ = self._keep_best(beams, candidates, span)
         return beams, cache.select(self._rows(parent).reshape(-1))
 
@@ -239,19 +315,78 @@ class GenerationEngine:
         acted = self._acted_beams()
         return beams, items, cache.select(rows[:, :acted].reshape(-1), group=acted)
 
-    def read_actions(self, beams: Beams, cache: KVCache | None) -> torch.Tensor:
-        """P(action | history, item) [B, W, A] after each finished item's last token, for the beams `finish`
-        kept in `cache` (0 for the others, and for all without a cache)."""
-        B, W, _ = beams.tokens.shape
-        probs = torch.zeros(B, W, len(self.vocab.actions))
+    def dense(self, queries: torch.Tensor, seen: Sequence[Collection[str]]) -> tuple[list[list[str]], torch.Tensor]:
+        """The dense channel: the top items by query . item vector, seen items skipped inside the search."""
+        k = self.config.dense_candidates or self.config.beam_size
+        return self.index.search(queries, k, seen if self.config.exclude_seen else None)
+
+    def merge(self, candidates: list[dict[str, Candidate]], queries: torch.Tensor, dense_items: list[list[str]],
+              dense_scores: torch.Tensor) -> None:
+        """Add the dense channel's items to each user's candidates (in place) and give every generative
+        candidate its dense score."""
+        for b, (items, scores) in enumerate(zip(dense_items, dense_scores.tolist())):
+            for item, score in zip(items, scores):
+                found = candidates[b].get(item)
+                if found is None:
+                    candidates[b][item] = Candidate(item, ["dense"], dense_score=score)
+                else:
+                    found.channels.append("dense")
+                    found.dense_score = score
+            unscored = [c for c in candidates[b].values() if c.dense_score is None]
+            if unscored:
+                vectors = self.index.vectors_of([c.item_id for c in unscored])
+                for c, score in zip(unscored, (vectors @ queries[b].float()).tolist()):
+                    c.dense_score = score
+
+    def score_sids(self, hidden: torch.Tensor, prefix: KVCache, candidates: list[dict[str, Candidate]]) -> None:
+        """The SID log-probability and actions of the candidates the beams did not find, by feeding their SID
+        tokens after the history in one batched decode (skipped when nothing reads them)."""
+        if self.channels == "dense" and not self.config.with_actions:
+            return
+        todo = [[c for c in user.values() if c.log_prob is None] for user in candidates]
+        K = max((len(t) for t in todo), default=0)
+        if K == 0:
+            return
+        B, L = len(todo), self.vocab.sid_length
+        sid_tokens = {c.item_id: self.vocab.sid_to_tokens(self.trie.codes_of(c.item_id)) for u in todo for c in u}
+        # padding rows (users with fewer candidates to score) repeat a real SID; their results are not read
+        tokens = torch.tensor(next(iter(sid_tokens.values())), dtype=torch.long).repeat(B, K, 1)
+        for b, user in enumerate(todo):
+            if user:
+                tokens[b, : len(user)] = torch.tensor([sid_tokens[c.item_id] for c in user])
+        states = self.model.decode(tokens.view(B * K, L), prefix.expand(K)).view(B, K, L, -1)
+        log_prob = torch.zeros(B, K)
+        for level in range(L):
+            level_hidden = hidden[:, None, :].expand(B, K, -1) if level == 0 else states[:, :, level - 1]
+            logp, span = self._level_log_probs(level_hidden, level)
+            log_prob += logp.gather(-1, (tokens[:, :, level] - span.start)[..., None])[..., 0]
+        actions = None
+        if self.config.with_actions:
+            actions = torch.softmax(self.model.logits(states[:, :, L - 1], self.vocab.action_range).float(), -1)
+        log_prob = log_prob.tolist()
+        for b, user in enumerate(todo):
+            for k, c in enumerate(user):
+                c.log_prob = log_prob[b][k]
+                if actions is not None:
+                    c.action_probs = actions[b, k].tolist()
+
+    def read_actions(self, beams: Beams, items: list[list[str | None]], cache: KVCache | None,
+                     candidates: list[dict[str, Candidate]]) -> None:
+        """P(action | history, item) after each finished beam item's last token, for the beams `finish` kept
+        in `cache` (none without a cache); written into the candidates."""
         if cache is None:
-            return probs
+            return
+        B = beams.tokens.shape[0]
         acted = cache.group
         last = beams.tokens[:, :acted, -1].reshape(B * acted, 1)
         hidden = self.model.decode(last, cache)[:, -1]
         logits = self.model.logits(hidden, self.vocab.action_range)
-        probs[:, :acted] = torch.softmax(logits.float(), dim=-1).view(B, acted, -1)
-        return probs
+        probs = torch.softmax(logits.float(), dim=-1).view(B, acted, -1).tolist()
+        for b in range(B):
+            for w in range(acted):
+                item = items[b][w]
+                if item is not None:
+                    candidates[b][item].action_probs = probs[b][w]
 
     # ----- search helpers
     def _left_pad(self, token_histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,9 +404,50 @@ class GenerationEngine:
         return tokens, valid
 
     def _acted_beams(self) -> int:
-        """Beams whose actions are read: ordered by log-probability only the best top_k can be returned."""
+        """Beams whose actions are read: ordered by the SID log-probability alone only the best top_k can be
+        returned; merged with the dense channel, any beam can."""
         W = self.config.beam_size
-        return min(W, self.config.top_k) if self.config.order_by == "logprob" else W
+        return min(W, self.config.top_k) if self.config.order_by == "logprob" and self.channels == "generative" else W
+
+    def _exhausted_prefixes(self, seen: Sequence[Collection[str]]) -> list[dict[tuple, list[int]]] | None:
+        """Per user, the SID prefixes all of whose items are seen, as {parent prefix: [next codes]}: a beam there
+        could only end on a seen item, so the search never enters them."""
+        if not self.config.exclude_seen or not any(seen):
+            return None
+        out = []
+        for items in seen:
+            counts: dict[tuple, int] = {}
+            for item in items:
+                try:
+                    codes = self.trie.codes_of(item)
+                except KeyError:
+                    continue
+                for depth in range(1, len(codes)):  # full SIDs are dropped by `finish` itself
+                    counts[codes[:depth]] = counts.get(codes[:depth], 0) + 1
+            user: dict[tuple, list[int]] = {}
+            for prefix, n in counts.items():
+                if n == self.trie.count_with_prefix(prefix):
+                    user.setdefault(prefix[:-1], []).append(prefix[-1])
+            out.append(user)
+        return out
+
+    def _mask_exhausted(self, candidates: torch.Tensor, beams: Beams, exhausted: list[dict[tuple, list[int]]],
+                        level: int) -> None:
+        """Mask (in place) the continuations at `level` that enter a prefix whose items are all seen."""
+        B, W, t = beams.tokens.shape
+        offsets = torch.tensor(self.vocab.level_offsets[:t])
+        beam_codes = (beams.tokens - offsets).tolist()
+        rows, cols = [], []
+        for b, user in enumerate(exhausted):
+            if not user:
+                continue
+            for w in range(W):
+                codes = user.get(tuple(beam_codes[b][w]))
+                if codes:
+                    rows.extend([b * W + w] * len(codes))
+                    cols.extend(codes)
+        if rows:
+            candidates[rows, cols] = float("-inf")
 
     def _level_log_probs(self, hidden: torch.Tensor, level: int) -> tuple[torch.Tensor, range]:
         """log P(code at `level` | history, previous codes), normalised over that level's tokens (the
@@ -327,6 +503,24 @@ class GenerationEngine:
         return named
 
 
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def generation_config_of(manifest: dict, **overrides) -> GenerationConfig:
+    """The generation settings a model was trained and validated with: its window, and the channel weight
+    pretraining chose on validation (`generation.dense_weight`), unless overridden."""
+    settings = {}
+    window = (manifest.get("train_config") or {}).get("window_events")
+    if window:
+        settings["window_events"] = window
+    weight = (manifest.get("generation") or {}).get("dense_weight")
+    if weight is not None:
+        settings["dense_weight"] = float(weight)
+    return GenerationConfig(**{**settings, **overrides})
+
+
 def load_engine(model_dir, catalogue, config: GenerationConfig | None = None) -> GenerationEngine:
     """An engine over a registry model directory and a loaded catalogue (catalogue.catalogue.ItemCatalogue).
 
@@ -340,6 +534,5 @@ def load_engine(model_dir, catalogue, config: GenerationConfig | None = None) ->
         raise GenerationError(f"model {model_dir} was trained on vocabulary {trained_on.version} "
                               f"({trained_on.size} tokens), the catalogue speaks {vocab.version} ({vocab.size})")
     if config is None:
-        window = manifest.get("train_config", {}).get("window_events")
-        config = GenerationConfig(window_events=window) if window else GenerationConfig()
+        config = generation_config_of(manifest)
     return GenerationEngine(model, vocab, catalogue.trie, config)

@@ -92,18 +92,25 @@ class TimeBudget:
 
 @dataclass
 class EarlyStopping:
-    """Stop after `patience` evaluations in a row without a better (higher) score."""
+    """Stop after `patience` evaluations in a row without a real improvement: a score above the best by more
+    than `min_delta` (relative) resets the count; any higher score is still a new best (its weights are kept),
+    so noise-sized gains neither stop nor prolong training."""
     patience: int
     best: float = -1.0
-    bad: int = 0  # evaluations since the best
+    bad: int = 0  # evaluations since the last real improvement
+    min_delta: float = 0.0
+    bar: float = -1.0  # the score the next real improvement must beat
 
     def update(self, score: float) -> bool:
         """Record an evaluation; True when it is a new best."""
-        if score > self.best:
-            self.best, self.bad = score, 0
-            return True
-        self.bad += 1
-        return False
+        improved = score > self.best
+        if improved:
+            self.best = score
+        if score > self.bar:
+            self.bar, self.bad = score * (1 + self.min_delta), 0
+        else:
+            self.bad += 1
+        return improved
 
     @property
     def should_stop(self) -> bool:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -73,3 +73,30 @@ def _check(ranked_lists, targets, k) -> None:
         raise ValueError(f"k must be >= 1, got {k}")
     if len(ranked_lists) != len(targets):
         raise ValueError(f"{len(ranked_lists)} ranked lists for {len(targets)} targets")
+
+
+def coverage_at_k(ranked_lists: Sequence[Sequence[str]], catalogue_size: int, k: int = 10) -> float:
+    """Share of the catalogue that appears in at least one top k."""
+    if catalogue_size < 1:
+        raise ValueError(f"catalogue_size must be >= 1, got {catalogue_size}")
+    return len({item for ranked in ranked_lists for item in list(ranked)[:k]}) / catalogue_size
+
+
+def popular_items(sequences: Sequence[Sequence[str]], share: float = 0.2) -> set[str]:
+    """The `share` most frequent items of training sequences (ties broken by item id, so the set is stable)."""
+    counts: dict[str, int] = {}
+    for items in sequences:
+        for item in items:
+            counts[item] = counts.get(item, 0) + 1
+    ordered = sorted(counts, key=lambda i: (-counts[i], i))
+    return set(ordered[: int(round(share * len(ordered)))])
+
+
+def tail_recall_at_k(ranked_lists: Sequence[Sequence[str]], targets: Sequence[str], head: Collection[str],
+                     k: int = 10) -> tuple[float, int]:
+    """(Recall@k over the cases whose target is not in `head`, how many such cases)."""
+    _check(ranked_lists, targets, k)
+    tail = [(ranked, target) for ranked, target in zip(ranked_lists, targets) if target not in head]
+    if not tail:
+        return 0.0, 0
+    return recall_at_k([r for r, _ in tail], [t for _, t in tail], k), len(tail)

@@ -15,6 +15,12 @@ Two ways through the same weights:
   shared history from the cache (see `KVCache`).
 `logits(hidden, span)` is separate from both, so callers pay for the output projection only where they read it.
 
+The dense channel (`dense_items > 0`): the hidden state at each position that predicts an item's first SID
+token (BOS, every action) also yields a query vector (`query_vectors`), scored by its dot product with item
+vectors composed in the item language (`item_vectors`: the sum of the item's SID token embeddings, shared with
+the generator, plus a learned per-item residual that starts at zero). A new item has a vector from its SID
+alone; training gives it its own residual.
+
 One addition to the inputs, the event context: every token also gets the sum of a second embedding over the
 tokens of its own event so far (`event_ends` lists the tokens that close an event: the actions and BOS). The
 last SID token, where the action is predicted, then carries the whole item in one vector, and an action
@@ -43,6 +49,9 @@ class ModelConfig:
     norm_eps: float = 1e-6
     # tokens that close an event (actions, BOS); empty = no event-context embedding (models saved before it)
     event_ends: tuple[int, ...] = ()
+    # the dense channel: items with a learned residual row (0 = no dense head: models saved before it)
+    dense_items: int = 0
+    sid_length: int = 0  # SID tokens per item, for the composed item vectors
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2:
@@ -54,6 +63,8 @@ class ModelConfig:
         self.event_ends = tuple(int(t) for t in self.event_ends)
         if any(not 0 <= t < self.vocab_size for t in self.event_ends):
             raise ValueError(f"event_ends {self.event_ends} must be token ids below vocab_size {self.vocab_size}")
+        if self.dense_items < 0 or (self.dense_items and self.sid_length < 1):
+            raise ValueError(f"dense_items={self.dense_items} needs sid_length >= 1, got {self.sid_length}")
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -63,6 +74,14 @@ class ModelConfig:
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
         return cls(**data)
+
+
+def _sid_keys(sid_tokens: torch.Tensor, base: int) -> torch.Tensor:
+    """One int64 per SID (its tokens as digits in base vocab_size): SIDs compared, sorted and searched at once."""
+    keys = torch.zeros(sid_tokens.shape[0], dtype=torch.long)
+    for level in range(sid_tokens.shape[1]):
+        keys = keys * base + sid_tokens[:, level]
+    return keys
 
 
 class RMSNorm(nn.Module):
@@ -263,7 +282,16 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # tied: an output token is scored by its own embedding
+        if config.dense_items:
+            self.dense_query = nn.Linear(config.d_model, config.d_model, bias=False)
+            # each trained item's SID tokens, so a residual row is found by the item's SID (its name in the
+            # item language) and the weights file alone says which item a row belongs to
+            self.register_buffer("item_sid_tokens", torch.zeros(config.dense_items, config.sid_length,
+                                                                dtype=torch.long))
+            self.item_residual = nn.Embedding(config.dense_items, config.d_model)
         self.apply(self._init_weights)
+        if config.dense_items:
+            nn.init.zeros_(self.item_residual.weight)  # a new item starts from its SID alone
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
             if name.endswith("proj.weight") or name.endswith("down.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
@@ -297,6 +325,34 @@ class Transformer(nn.Module):
         if span is None:
             return self.head(hidden)
         return hidden @ self.head.weight[span.start : span.stop].T
+
+    # ----- the dense channel
+    @property
+    def has_dense_head(self) -> bool:
+        return bool(self.config.dense_items)
+
+    def query_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Dense query vectors [..., d] of hidden states at positions that predict an item's first SID token."""
+        return self.dense_query(hidden)
+
+    def item_vectors(self, sid_tokens: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Item vectors [N, d] composed in the item language: the sum of the embeddings of the item's SID
+        tokens [N, L] (the generator's own) plus the item's learned residual row (`rows` [N], -1 = none,
+        as for an item that arrived after training; default: row i is item i of `item_sid_tokens`)."""
+        composed = self.tok_emb(sid_tokens).sum(1)
+        if rows is None:
+            return composed + self.item_residual.weight[: sid_tokens.shape[0]]
+        known = rows >= 0
+        residual = self.item_residual(rows.clamp(min=0)) * known[:, None]
+        return composed + residual
+
+    def residual_rows(self, sid_tokens: torch.Tensor) -> torch.Tensor:
+        """The residual row [N] of each item named by its SID tokens [N, L]; -1 for an item trained without one."""
+        table = _sid_keys(self.item_sid_tokens, self.config.vocab_size)
+        order = torch.argsort(table)
+        keys = _sid_keys(sid_tokens, self.config.vocab_size)
+        at = torch.searchsorted(table[order], keys).clamp(max=len(order) - 1)
+        return torch.where(table[order][at] == keys, order[at], torch.full_like(keys, -1))
 
     # ----- decoding
     def prefill(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:

@@ -26,8 +26,9 @@ import torch
 
 from streams.schemas import TrainingExample, parse
 from trainer import registry as model_files
-from trainer.data import Batch, level_cross_entropy, token_spans
+from trainer.data import Batch, dense_cross_entropy, level_cross_entropy, token_spans
 from trainer.generation import GenerationConfig, GenerationEngine
+from trainer.item_index import build_item_index
 from trainer.loop import adamw, optimizer_step, set_lr
 from trainer.model_registry import write_pointer
 from trainer.overrides import apply_overrides
@@ -47,6 +48,7 @@ class OnlineConfig:
     grad_clip: float = 1.0
     sid_weight: float = 1.0
     action_weight: float = 0.1
+    dense_weight: float = 1.0  # the dense channel's loss weight (models with a dense head)
     window_events: int = 20  # events of a window trained on and fed to prediction
     beam: int = 20
     top_k: int = 10
@@ -291,6 +293,8 @@ class OnlineTrainer:
         if not usable:
             return [], skipped
         histories = [[self.vocab.BOS] + h for h, _, _ in parts]
+        if self.model.has_dense_head:  # item vectors follow the weights and the trie: compose them afresh
+            self.engine.index = build_item_index(self.model, self.vocab, self.trie, kind="exact")
         recs = self.engine.recommend_tokens(histories)
         logloss = self._action_logloss([self.train_window(h + sid + [a]) for h, sid, a in parts],
                                        [a for _, _, a in parts])
@@ -334,7 +338,11 @@ class OnlineTrainer:
     def train_step(self, windows: Sequence[Sequence[int]]) -> float:
         self.model.train()
         batch = self.collate(windows)
-        loss = level_cross_entropy(self.model, self.model.hidden(batch.inputs), batch, self.spans)
+        hidden = self.model.hidden(batch.inputs)
+        loss = level_cross_entropy(self.model, hidden, batch, self.spans)
+        if self.model.has_dense_head and self.config.dense_weight:  # both heads keep learning
+            loss = loss + self.config.dense_weight * dense_cross_entropy(self.model, hidden, batch,
+                                                                         self.vocab.level_range(0))
         optimizer_step(self.model, self.optimizer, loss, self.config.grad_clip)
         self.model.eval()
         return float(loss.detach())
@@ -426,8 +434,10 @@ class OnlineLoop:
     def __init__(self, trainer: OnlineTrainer, model_registry, source, announce: Callable[[dict], None] | None = None,
                  catalogue_version: str | None = None, checkpoint_every_steps: int = 20,
                  record_event_ids: bool = False, log: Callable[[str], None] = print,
-                 before_batch: Callable[[], object] | None = None, metrics=None):
+                 before_batch: Callable[[], object] | None = None, metrics=None, generation: dict | None = None):
         self.trainer, self.registry, self.source = trainer, model_registry, source
+        # the generation settings the weights were validated with (the channel weight): every version keeps them
+        self.generation = dict(generation or {})
         self.metrics = metrics  # a TrainerMetrics (trainer/online_metrics.py), or None
         self.before_batch = before_batch  # e.g. apply catalogue changes to the trie between micro-batches
         self.announce = announce
@@ -474,7 +484,7 @@ class OnlineLoop:
 
     def checkpoint(self) -> None:
         state = {"trainer": self.trainer.state(), "offsets": self.offsets, "parent": self.parent,
-                 "online_config": asdict(self.trainer.config)}
+                 "online_config": asdict(self.trainer.config), "generation": self.generation}
         files = {"replay.json": json.dumps(self.trainer.replay.state()).encode()}
         if self.record_event_ids:
             files["ledger.json"] = json.dumps(self.ledger).encode()
@@ -521,7 +531,8 @@ class OnlineLoop:
                 extra={"stream": {"events": self.trainer.events, "newest_event_ms": self.newest_event_ms,
                                   "newest_appended_ms": self.newest_appended_ms},
                        "train_config": {"window_events": self.trainer.window_events},
-                       "online_config": asdict(self.trainer.config)})
+                       "online_config": asdict(self.trainer.config),
+                       **({"generation": self.generation} if self.generation else {})})
             version = self.parent = manifest["version"]
             self.published.append(version)
             if self.metrics is not None:

@@ -36,9 +36,27 @@ def make_model(seed: int = 0, vocab: Vocabulary = VOCAB) -> Transformer:
     return model
 
 
-def publish(directory: Path, seed: int = 0, vocab: Vocabulary = VOCAB, step: int = 0) -> dict:
-    """A model version in the registry: its manifest (what `model-updates` carries, minus name/uri)."""
-    return save_model(directory, make_model(seed, vocab), vocab, step=step, extra={"train_config": {"window_events": WINDOW}})
+def make_dense_model(trie: SidTrie, seed: int = 0, vocab: Vocabulary = VOCAB) -> Transformer:
+    """A model with the dense head, one residual row per item of `trie` (random, so vectors differ)."""
+    torch.manual_seed(seed)
+    items = trie.item_ids()
+    cfg = ModelConfig(vocab_size=vocab.size, max_len=1 + (WINDOW + 1) * (vocab.sid_length + 1), d_model=32,
+                      n_layers=2, n_heads=2, dropout=0.0, dense_items=len(items), sid_length=vocab.sid_length)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model.tok_emb.weight.mul_(10)
+        model.item_sid_tokens.copy_(torch.tensor([vocab.sid_to_tokens(trie.codes_of(i)) for i in items]))
+        model.item_residual.weight.normal_()
+    return model
+
+
+def publish(directory: Path, seed: int = 0, vocab: Vocabulary = VOCAB, step: int = 0, dense_trie=None,
+            extra: dict | None = None) -> dict:
+    """A model version in the registry: its manifest (what `model-updates` carries, minus name/uri). With
+    `dense_trie`, a two-channel model over that catalogue."""
+    model = make_model(seed, vocab) if dense_trie is None else make_dense_model(dense_trie, seed, vocab)
+    return save_model(directory, model, vocab, step=step,
+                      extra={"train_config": {"window_events": WINDOW}, **(extra or {})})
 
 
 def tokens_of(trie: SidTrie, items, action: str = "purchase", vocab: Vocabulary = VOCAB) -> list[int]:

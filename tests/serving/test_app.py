@@ -30,7 +30,8 @@ def test_recommend_returns_ranked_real_unseen_items(tmp_path):
     body = r.json()
     assert len(body["items"]) == 5 and not {i["item_id"] for i in body["items"]} & set(HISTORY)
     assert body["model_version"] == service.model_version and body["catalogue_version"] == VOCAB.version
-    assert set(body["items"][0]) == {"item_id", "sid", "score", "log_prob", "value", "action_probs"}
+    assert set(body["items"][0]) == {"item_id", "sid", "score", "log_prob", "dense_score", "channels", "value",
+                                     "action_probs"}
     assert "feast;dur=" in r.headers["server-timing"]
     r = client.post("/recommend/history", json={"history": [{"item_id": "i1", "action": "click"}], "k": 3,
                                                 "value_weights": {"click": 1, "like": 10}})
@@ -75,6 +76,7 @@ def test_api_key(tmp_path):
     ("/recommend", {"user_id": ""}, 422, "at least 1 character"),
     ("/recommend", {"user_id": "alice", "extra": 1}, 422, "Extra inputs"),
     ("/recommend", {"user_id": "alice", "value_weights": {"smile": 2}}, 422, "unknown actions"),
+    ("/recommend", {"user_id": "alice", "channels": "sparse"}, 422, "generative', 'dense' or 'both"),
     ("/recommend/history", {"history": [{"item_id": "i1"}] * 11}, 422, "at most 10 items"),
     ("/recommend/history", {"history": [{"item_id": "ghost"}]}, 422, "not in the catalogue"),
     ("/recommend/history", {"history": [{"item_id": "i1", "action": "teleport"}]}, 422, "unknown action"),

@@ -153,14 +153,13 @@ def test_actions_are_read_for_the_beams_that_can_be_returned():
     by_logprob = GenerationEngine(model, VOCAB, trie, GenerationConfig(beam_size=8, top_k=3, exclude_seen=False))
     by_value = GenerationEngine(model, VOCAB, trie, GenerationConfig(beam_size=8, top_k=3, exclude_seen=False,
                                                                      order_by="value"))
-    items_l, lp_l, probs_l = by_logprob.search(tokens, seen)
-    items_v, lp_v, probs_v = by_value.search(tokens, seen)
-    assert items_l == items_v and torch.allclose(lp_l, lp_v)
-    alive = [w for w, item in enumerate(items_v[0]) if item is not None]
-    assert len(alive) == 8
-    assert torch.allclose(probs_v[0, alive].sum(-1), torch.ones(len(alive)), atol=1e-5)  # every beam: value order
-    assert torch.allclose(probs_l[0, :3], probs_v[0, :3], atol=1e-5)  # the top 3 by log-probability: the same
-    assert torch.equal(probs_l[0, 3:], torch.zeros(5, len(VOCAB.actions)))  # never returned, never computed
+    (by_l,), (by_v,) = by_logprob.search(tokens, seen), by_value.search(tokens, seen)
+    assert [c.item_id for c in by_l] == [c.item_id for c in by_v] and len(by_v) == 8
+    assert [c.log_prob for c in by_l] == pytest.approx([c.log_prob for c in by_v], abs=1e-6)
+    assert all(sum(c.action_probs) == pytest.approx(1.0, abs=1e-5) for c in by_v)  # every beam: value order
+    for a, b in zip(by_l[:3], by_v[:3]):  # the top 3 by log-probability: the same
+        assert a.action_probs == pytest.approx(b.action_probs, abs=1e-5)
+    assert all(c.action_probs is None for c in by_l[3:])  # never returned, never computed
 
 
 def test_load_engine_checks_vocabulary(tmp_path):

@@ -37,6 +37,12 @@ def test_early_stopping_and_time_budget():
     assert not stopping.update(0.3) and not stopping.should_stop  # equal is not better
     assert stopping.update(0.4) and stopping.bad == 0
     assert not stopping.update(0.1) and not stopping.update(0.2) and stopping.should_stop
+    # with min_delta, a noise-sized gain is a new best (kept) but does not reset the patience
+    noisy = EarlyStopping(patience=2, min_delta=0.1)
+    assert noisy.update(0.50) and noisy.update(0.52) and noisy.bad == 1  # 0.52 < 0.50 * 1.1
+    assert not noisy.update(0.51) and noisy.should_stop and noisy.best == 0.52
+    real = EarlyStopping(patience=2, min_delta=0.1)
+    assert real.update(0.50) and real.update(0.56) and real.bad == 0  # 0.56 > 0.55: a real improvement
     now = [100.0]
     budget = TimeBudget(10.0, spent=4.0, clock=lambda: now[0])
     budget.start()

@@ -190,3 +190,25 @@ def test_publish_due_by_steps_or_time_and_only_with_enough_events():
     assert trainer.publish_due()
     decision = trainer.judge({"recall@10": 2.0})
     assert not decision.accepted and "below" in decision.reason
+
+
+def test_both_heads_keep_learning_and_predictions_use_both_channels_with_current_vectors():
+    trie = make_trie()
+    items = trie.item_ids()
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=VOCAB.size, max_len=1 + (WINDOW + 1) * 4, d_model=32, n_layers=2,
+                                    n_heads=2, dropout=0.0, dense_items=len(items), sid_length=3)).eval()
+    with torch.no_grad():
+        model.item_sid_tokens.copy_(torch.tensor([VOCAB.sid_to_tokens(trie.codes_of(i)) for i in items]))
+    residual, query = model.item_residual.weight.clone(), model.dense_query.weight.clone()
+    trainer = OnlineTrainer(model, VOCAB, trie, OnlineConfig(window_events=WINDOW, replay_ratio=0.0, lr=1e-2))
+    examples = [StreamExample(tokens(trie, [f"i{u}", f"i{u + 1}", f"i{u + 2}"]), f"e{u}") for u in range(4)]
+    trainer.process(examples)
+    assert not torch.equal(model.item_residual.weight, residual) and not torch.equal(model.dense_query.weight, query)
+    before_second = copy.deepcopy(model)
+    result = trainer.process(examples)  # the second prediction reads the vectors the first step changed
+    engine = GenerationEngine(before_second, VOCAB, trie, GenerationConfig(beam_size=20, top_k=10,
+                                                                          window_events=WINDOW, with_actions=False))
+    expected = engine.recommend_tokens([[VOCAB.BOS] + ex.tokens[:-4] for ex in examples])
+    assert trainer.engine.channels == engine.channels == "both"
+    assert [p.ranked for p in result.predictions] == [[r.item_id for r in recs] for recs in expected]
