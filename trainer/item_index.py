@@ -16,6 +16,7 @@ embeddings) plus each item's learned residual, zero for an item the model has no
 """
 from __future__ import annotations
 
+import threading
 from typing import Collection, Sequence
 
 import faiss
@@ -131,7 +132,9 @@ class ExactIndex:
 
 class HnswIndex:
     """faiss HNSW over inner products. Removal marks an item dead (its id joins every query's exclusion), as
-    HNSW graphs cannot delete a node; `upsert` of a known item adds a fresh node under a new id."""
+    HNSW graphs cannot delete a node; `upsert` of a known item adds a fresh node under a new id. The graph is
+    changed in place (too large to copy per change), so changes and searches take one lock: a search never
+    sees a half-added node."""
 
     kind = "hnsw"
 
@@ -145,17 +148,19 @@ class HnswIndex:
         self._items: list[str] = []
         self._id_of: dict[str, int] = {}
         self._dead: set[int] = set()
+        self._lock = threading.Lock()
         self._add(list(items), vectors)
 
     def _add(self, items: list[str], vectors: np.ndarray) -> None:
-        for item in items:
-            old = self._id_of.get(item)
-            if old is not None:
-                self._dead.add(old)
-            self._id_of[item] = len(self._items)
-            self._items.append(item)
-        if len(items):
-            self._index.add(vectors)
+        with self._lock:
+            for item in items:
+                old = self._id_of.get(item)
+                if old is not None:
+                    self._dead.add(old)
+                self._id_of[item] = len(self._items)
+                self._items.append(item)
+            if len(items):
+                self._index.add(vectors)
 
     def __len__(self) -> int:
         return len(self._id_of)
@@ -172,7 +177,12 @@ class HnswIndex:
         out_scores = torch.full((B, max(k, 0)), float("-inf"))
         if k == 0:
             return [[] for _ in range(B)], out_scores
-        for b in range(B):  # one selector per user: the exclusion happens inside the graph walk
+        with self._lock:
+            self._search_unlocked(q, k, exclude, out_items, out_scores)
+        return out_items, out_scores
+
+    def _search_unlocked(self, q: np.ndarray, k: int, exclude, out_items: list, out_scores: torch.Tensor) -> None:
+        for b in range(q.shape[0]):  # one selector per user: the exclusion happens inside the graph walk
             banned = set(self._dead)
             if exclude is not None:
                 banned.update(self._id_of[i] for i in exclude[b] if i in self._id_of)
@@ -186,7 +196,6 @@ class HnswIndex:
             keep = ids[0] >= 0
             out_items.append([self._items[i] for i in ids[0][keep]])
             out_scores[b, : int(keep.sum())] = torch.from_numpy(scores[0][keep])
-        return out_items, out_scores
 
     def vectors_of(self, items: Sequence[str]) -> torch.Tensor:
         try:
@@ -196,17 +205,17 @@ class HnswIndex:
         return torch.from_numpy(np.stack([self._index.reconstruct(i) for i in ids])) if ids else torch.zeros(0, self._dim)
 
     def upsert(self, items: Sequence[str], vectors: np.ndarray) -> "HnswIndex":
-        """Adds in place (an HNSW graph is too large to copy per change) and returns self: readers see the new
-        nodes at their next search, which faiss allows while no search runs (serving applies changes between
-        batches)."""
+        """Adds in place (under the index's lock) and returns self: readers see the new nodes at their next
+        search."""
         self._add(list(items), np.ascontiguousarray(vectors, dtype=np.float32))
         return self
 
     def remove(self, items: Sequence[str]) -> "HnswIndex":
-        for item in items:
-            old = self._id_of.pop(item, None)
-            if old is not None:
-                self._dead.add(old)
+        with self._lock:
+            for item in items:
+                old = self._id_of.pop(item, None)
+                if old is not None:
+                    self._dead.add(old)
         return self
 
     def snapshot(self) -> "HnswIndex":

@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,29 @@ def test_each_model_version_gets_its_own_qdrant_collection_and_matches_the_exact
     index1.remove(["new"])
     assert "new" not in index1 and len(index1) == 24
     assert publish_item_vectors(v1, VOCAB, trie, "v1", client=client).store.count() == 24  # reused, not rewritten
+
+
+def test_hnsw_changes_while_searches_run_never_break_a_search():
+    items, vectors = random_items(2000, d=16, seed=4)
+    index = HnswIndex(items, vectors)
+    queries = torch.from_numpy(np.random.default_rng(5).normal(size=(8, 16)).astype(np.float32))
+    errors, done = [], threading.Event()
+
+    def search_until_done():
+        while not done.is_set():
+            try:
+                found, _ = index.search(queries, 10)
+                assert all(len(f) == 10 for f in found)
+            except Exception as exc:  # collected: a failure in the thread must fail the test
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=search_until_done)
+    thread.start()
+    rng = np.random.default_rng(6)
+    for n in range(200):
+        index.upsert([f"new{n}"], rng.normal(size=(1, 16)).astype(np.float32))
+        index.remove([f"i{n}"])
+    done.set()
+    thread.join()
+    assert not errors and len(index) == 2000 and "new199" in index and "i0" not in index
