@@ -296,6 +296,22 @@ class SidTrie:
         row = self._tables[d].get(key)
         return 0 if row < 0 else int(self._rows[d].counts[row])
 
+    def counts_with_prefixes(self, prefixes) -> np.ndarray:
+        """Vectorised count_with_prefix for many prefixes of one length d < L+1 ([N, d] array): items under each."""
+        arr = np.asarray(prefixes, dtype=np.int64)
+        d = arr.shape[1] if arr.ndim == 2 else 0
+        if arr.size == 0 or d == 0:
+            return np.full(arr.shape[0] if arr.ndim == 2 else 0, len(self), dtype=np.int64)
+        if d >= self.depth:
+            raise TrieError(f"counts_with_prefixes takes prefixes shorter than a SID ({self.depth} codes), got {d}")
+        valid = ((arr >= 0) & (arr < self.sizes[None, :d])).all(axis=1)
+        keys = np.zeros(arr.shape[0], dtype=np.int64)
+        for level in range(d):
+            keys = keys * self.sizes[level] + np.where(valid, arr[:, level], 0)
+        rows = self._tables[d].lookup(keys)
+        counts = np.asarray(self._rows[d].counts)[np.clip(rows, 0, None)].astype(np.int64)
+        return np.where(valid & (rows >= 0), counts, 0)
+
     def children(self, codes_prefix: Sequence[int]) -> list[int]:
         """Live next codes after a prefix (empty for an unknown prefix or a full SID)."""
         codes = self._check_codes(codes_prefix, full=False)

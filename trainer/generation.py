@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Collection, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from trainer.item_index import build_item_index
@@ -414,21 +415,21 @@ class GenerationEngine:
         could only end on a seen item, so the search never enters them."""
         if not self.config.exclude_seen or not any(seen):
             return None
-        out = []
-        for items in seen:
-            counts: dict[tuple, int] = {}
+        out: list[dict[tuple, list[int]]] = [{} for _ in seen]
+        users, codes = [], []
+        for b, items in enumerate(seen):
             for item in items:
-                try:
-                    codes = self.trie.codes_of(item)
-                except KeyError:
-                    continue
-                for depth in range(1, len(codes)):  # full SIDs are dropped by `finish` itself
-                    counts[codes[:depth]] = counts.get(codes[:depth], 0) + 1
-            user: dict[tuple, list[int]] = {}
-            for prefix, n in counts.items():
-                if n == self.trie.count_with_prefix(prefix):
-                    user.setdefault(prefix[:-1], []).append(prefix[-1])
-            out.append(user)
+                if item in self.trie:
+                    users.append(b)
+                    codes.append(self.trie.codes_of(item))
+        if not codes:
+            return out
+        users, codes = np.asarray(users, dtype=np.int64), np.asarray(codes, dtype=np.int64)
+        for depth in range(1, codes.shape[1]):  # full SIDs are dropped by `finish` itself
+            keyed, seen_count = np.unique(np.column_stack([users, codes[:, :depth]]), axis=0, return_counts=True)
+            full = keyed[seen_count == self.trie.counts_with_prefixes(keyed[:, 1:])]
+            for row in full.tolist():
+                out[row[0]].setdefault(tuple(row[1:-1]), []).append(row[-1])
         return out
 
     def _mask_exhausted(self, candidates: torch.Tensor, beams: Beams, exhausted: list[dict[tuple, list[int]]],

@@ -212,3 +212,19 @@ def test_items_at_matches_item_at():
     assert trie.items_at(queries) == [trie.item_at(q) for q in queries] == ["a", "b", None, None, None, None]
     assert trie.items_at(torch.tensor(queries[:2])) == ["a", "b"]
     assert trie.items_at([]) == []
+
+
+def test_counts_with_prefixes_is_count_with_prefix_for_many_at_once():
+    vocab = Vocabulary(levels=2, codes_per_level=4, suffix_size=2)
+    trie = SidTrie(vocab)
+    rng = np.random.default_rng(0)
+    sids = [(a, b, c) for a in range(4) for b in range(4) for c in range(2)]
+    for i, j in enumerate(rng.choice(len(sids), size=20, replace=False)):
+        trie.insert(f"i{i}", sids[j])
+    trie.remove("i3")
+    for d in (1, 2):
+        prefixes = np.array([p[:d] for p in sids] + [[9] * d])  # the last one is out of range: 0 items
+        expected = [trie.count_with_prefix(p) for p in prefixes.tolist()]
+        assert trie.counts_with_prefixes(prefixes).tolist() == expected
+    with pytest.raises(TrieError, match="shorter than a SID"):
+        trie.counts_with_prefixes(np.array([[0, 0, 0]]))
