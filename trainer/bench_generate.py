@@ -69,7 +69,7 @@ def _case(name, vocab, trie, item_ids, model, window, history, repeats, sasrec_c
                 ms = _median_ms_per_user(lambda: engine.recommend_tokens(tokens, seen), batch, repeats)
                 row[f"{name_}_ms_per_user"] = round(ms, 3)
             row["sasrec_ms_per_user"] = round(_median_ms_per_user(lambda: sasrec.rank(plain, 10), batch, repeats), 3)
-            queries = model.query_vectors(model.prefill(*engines["sidstream"]._left_pad(tokens))[0])
+            queries = model.query_vectors(engines["sidstream"].encode(tokens)[0])
             if exact is not index:  # what the graph saves, and what it loses, against the linear scan
                 row["dense_exact_scan_ms_per_user"] = round(
                     _median_ms_per_user(lambda: exact.search(queries, 20, seen), batch, repeats), 3)

@@ -213,7 +213,7 @@ class GenerationEngine:
         order_by, use_dense = self.config.order_by, self.channels != "generative"
         out = []
         for user in candidates:
-            dense_norm = _logsumexp([c.dense_score for c in user]) if use_dense and user else 0.0
+            dense_norm = float(np.logaddexp.reduce([c.dense_score for c in user])) if use_dense and user else 0.0
             recs = []
             for c in user:
                 retrieval = 0.0
@@ -289,7 +289,7 @@ class GenerationEngine:
         """One more SID level: every beam's continuations under the trie, the best per user kept."""
         candidates, _, span = self._candidates(beams, cache, level)
         if exhausted:
-            self._mask_exhausted(candidates, beams, exhausted, level)
+            self._mask_exhausted(candidates, beams, exhausted)
         beams, parent, _ = self._keep_best(beams, candidates, span)
         return beams, cache.select(self._rows(parent).reshape(-1))
 
@@ -432,9 +432,8 @@ class GenerationEngine:
                 out[row[0]].setdefault(tuple(row[1:-1]), []).append(row[-1])
         return out
 
-    def _mask_exhausted(self, candidates: torch.Tensor, beams: Beams, exhausted: list[dict[tuple, list[int]]],
-                        level: int) -> None:
-        """Mask (in place) the continuations at `level` that enter a prefix whose items are all seen."""
+    def _mask_exhausted(self, candidates: torch.Tensor, beams: Beams, exhausted: list[dict[tuple, list[int]]]) -> None:
+        """Mask (in place) the beams' continuations that enter a prefix whose items are all seen."""
         B, W, t = beams.tokens.shape
         offsets = torch.tensor(self.vocab.level_offsets[:t])
         beam_codes = (beams.tokens - offsets).tolist()
@@ -502,11 +501,6 @@ class GenerationEngine:
         if drop_rows:
             cand[drop_rows, drop_cols] = float("-inf")
         return named
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def generation_config_of(manifest: dict, **overrides) -> GenerationConfig:

@@ -25,12 +25,18 @@ import torch
 
 from catalogue.qdrant_store import QdrantItemStore, QdrantStoreError
 
-# above this many items the exact scan's cost per query outgrows the graph's (bench generate: the crossover)
+# from this many items on, the graph; a threshold, not a measured crossover (bench generate at 1M items: exact
+# scan 9.97 ms per user at batch 32, graph 0.54 ms)
 HNSW_FROM_ITEMS = 200_000
 
 
 class ItemIndexError(ValueError):
     """An index asked for items or vectors it cannot give."""
+
+
+def sid_tokens_of(vocab, trie, items: Sequence[str]) -> torch.Tensor:
+    """The SID tokens [N, L] of catalogue items."""
+    return torch.tensor([vocab.sid_to_tokens(trie.codes_of(item)) for item in items], dtype=torch.long)
 
 
 @torch.no_grad()
@@ -42,7 +48,7 @@ def compose_item_vectors(model, vocab, trie, items: Sequence[str] | None = None)
     items = list(trie.item_ids() if items is None else items)
     if not items:
         return [], np.zeros((0, model.config.d_model), dtype=np.float32)
-    sid_tokens = torch.tensor([vocab.sid_to_tokens(trie.codes_of(i)) for i in items], dtype=torch.long)
+    sid_tokens = sid_tokens_of(vocab, trie, items)
     rows = model.residual_rows(sid_tokens)
     chunk = 1 << 16  # bounds the [chunk, L, d] gather at a million items
     vectors = torch.cat([model.item_vectors(sid_tokens[i : i + chunk], rows[i : i + chunk])

@@ -23,6 +23,7 @@ from trainer import registry
 from trainer.data import (EvalCase, LeaveOneOut, TokenWindows, Tokenizer, dense_cross_entropy, level_cross_entropy,
                           token_spans, weighted_cross_entropy)
 from trainer.generation import GenerationConfig, GenerationEngine
+from trainer.item_index import sid_tokens_of
 from trainer.loop import EarlyStopping, TimeBudget, WarmupCosine, adamw, train
 from trainer.metrics import ranking_report
 from trainer.model import ModelConfig, Transformer
@@ -97,11 +98,6 @@ def new_model(config: TrainConfig, vocab, trie) -> Transformer:
     if model.has_dense_head:
         model.item_sid_tokens.copy_(sid_tokens_of(vocab, trie, items))
     return model
-
-
-def sid_tokens_of(vocab, trie, items) -> torch.Tensor:
-    """The SID tokens [N, L] of catalogue items."""
-    return torch.tensor([vocab.sid_to_tokens(trie.codes_of(item)) for item in items], dtype=torch.long)
 
 
 def item_log_q(model: Transformer, sequences, tokenizer: Tokenizer) -> torch.Tensor:
