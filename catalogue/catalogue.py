@@ -300,10 +300,11 @@ def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str 
                     capacity_factor: float = 1.0, spread_last_level: bool = True, seed: int = 0,
                     batch_size: int = 128, collab_dim: int = 64, embedding_source: str = "auto",
                     cache: Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
-                    text_encoder_factory=None) -> tuple[ItemCatalogue, dict]:
+                    text_encoder_factory=None, actions: Sequence[str] = ACTIONS) -> tuple[ItemCatalogue, dict]:
     """Embed (or reuse cached embeddings), fit codebooks, assign SIDs, report quality, save to out_dir.
 
-    `embedding_source` is one of encoder.EMBEDDING_SOURCES (auto, text, collaborative)."""
+    `embedding_source` is one of encoder.EMBEDDING_SOURCES (auto, text, collaborative); `actions` are the action
+    tokens the vocabulary declares (catalogue.datasets.catalogue_actions gives a dataset's)."""
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
     cache = cache or (out / "embeddings.safetensors" if out is not None else None)
@@ -326,7 +327,8 @@ def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str 
             cache.parent.mkdir(parents=True, exist_ok=True)
             save_embeddings(cache, item_ids, vectors, sources, model, fingerprint, embed_seconds)
     log(f"fitting residual k-means: {levels} levels x {codes_per_level} codes on {vectors.shape} embeddings")
-    cat = ItemCatalogue.fit(item_ids, vectors, levels, codes_per_level, suffix_size, iterations=iterations,
+    cat = ItemCatalogue.fit(item_ids, vectors, levels, codes_per_level, suffix_size, actions=actions,
+                            iterations=iterations,
                             capacity_factor=capacity_factor, spread_last_level=spread_last_level, seed=seed,
                             progress=log if progress else None)
     report = cat.report()

@@ -11,7 +11,9 @@ import numpy as np
 
 from catalogue import bench as catalogue_bench
 from catalogue.catalogue import CatalogueError, ItemCatalogue, build_catalogue, load_embeddings
-from catalogue.datasets import DatasetError, load_item_meta, load_items_jsonl, load_sequences
+from catalogue.datasets import (DatasetError, catalogue_actions, is_movielens, load_item_meta, load_items_jsonl,
+                                load_sequences)
+from catalogue.vocab import ACTIONS
 from catalogue.encoder import TextEncoder, item_text
 from catalogue.qdrant_store import QdrantItemStore, index_catalogue
 from catalogue.quality import format_report
@@ -25,19 +27,20 @@ def build(args) -> int:
         raise CommandError("give --items <jsonl> and/or --dataset <dir>")
     try:
         items = load_items_jsonl(args.items) if args.items else []
-        sequences = None
+        sequences, actions = None, ACTIONS
         if args.dataset:
             if not items:
                 items = load_item_meta(args.dataset)
-            if (args.dataset / "sequences.txt").is_file():
+            if (args.dataset / "sequences.txt").is_file() or is_movielens(args.dataset):
                 sequences = load_sequences(args.dataset)
+            actions = catalogue_actions(args.dataset)
         if not items and not sequences:
-            raise CommandError("no items: the items file is empty and the dataset has no sequences.txt")
+            raise CommandError("no items: the items file is empty and the dataset has no sequences.txt or u.data")
         _, report = build_catalogue(items, sequences, args.out, levels=args.levels, codes_per_level=args.codes,
                                     suffix_size=args.suffix_size, iterations=args.iterations, seed=args.seed,
                                     batch_size=args.batch_size, capacity_factor=args.capacity_factor,
                                     spread_last_level=not args.no_spread, collab_dim=args.collab_dim,
-                                    embedding_source=args.embeddings)
+                                    embedding_source=args.embeddings, actions=actions)
     except (DatasetError, CatalogueError, TokenizerError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     print(format_report(report))

@@ -27,7 +27,7 @@ from serving.settings import ServingSettings
 from streams.schemas import CatalogueChange, parse_catalogue_entry
 from trainer.registry import (RegistryError, UpdateRefused, check_model_update, check_vocab, load_model,
                               model_update_message, parse_model_update)
-from trainer.value import DEFAULT_WEIGHTS
+from trainer.value import default_weights
 
 log = logging.getLogger("sidstream.serving")
 
@@ -79,7 +79,7 @@ class RecommenderService:
         self._write_lock = threading.Lock()
         self.last_refusal: str | None = None
         self.replica_id = "local"  # the Ray deployment sets its replica's id; responses carry it in a header
-        self.default_weights = {a: w for a, w in DEFAULT_WEIGHTS.items() if a in vocab.actions}
+        self.default_weights = default_weights(vocab.actions)
         self.metrics.trie_items.set(len(trie))
 
     # ----- state

@@ -25,7 +25,7 @@ from catalogue.trie import SidTrie
 from catalogue.vocab import Vocabulary
 from trainer import registry
 from trainer.bench_quality import check_model_vocab, environment, prepare_catalogue
-from trainer.data import load_amazon_split
+from trainer.data import load_split
 from trainer.generation import GenerationConfig, GenerationEngine
 from trainer.item_index import ExactIndex, compose_item_vectors, item_index_for
 from trainer.pretrain import TrainConfig, new_model
@@ -99,7 +99,7 @@ def run_generate(out_file, model_dir=None, catalogue_dir=None, dataset=None, lar
         if catalogue_dir:
             catalogue = ItemCatalogue.load(catalogue_dir)
         else:
-            raw, split = load_amazon_split(dataset)
+            raw, split = load_split(dataset)
             catalogue = prepare_catalogue(dataset, raw, split, None, Path(work_dir) / "catalogues", log,
                                           sid_source=DEFAULT_SID_SOURCE)
         vocab = catalogue.vocab

@@ -18,13 +18,13 @@ from typing import Callable
 
 import torch
 
-from trainer.data import LeaveOneOut, Tokenizer, load_amazon_split
+from trainer.data import LeaveOneOut, Tokenizer, load_split
 from trainer.pretrain import TrainConfig, evaluate_generation, pretrain
 from trainer.sasrec import SasrecConfig, evaluate as evaluate_sasrec, train_sasrec
 from trainer.settings import DEFAULT_SID_SOURCE
 from catalogue.bench import cpu_model
 from catalogue.catalogue import ItemCatalogue, build_catalogue
-from catalogue.datasets import load_item_meta
+from catalogue.datasets import catalogue_actions, load_item_meta
 from catalogue.encoder import EMBEDDING_SOURCES
 from trainer import registry
 from trainer.item_index import build_item_index
@@ -69,7 +69,8 @@ def prepare_catalogue(dataset_dir: Path, raw: dict[str, list[str]], split: Leave
     items = list(items) + [{"item_id": i} for i in all_items if i not in known]
     train_sequences = {u: [i for i, _ in events] for u, events in split.train.items()}
     log(f"building catalogue for {len(items):,} items into {target} ({sid_source} SIDs, training sequences only)")
-    catalogue, report = build_catalogue(items, train_sequences, target, log=log, embedding_source=sid_source)
+    catalogue, report = build_catalogue(items, train_sequences, target, log=log, embedding_source=sid_source,
+                                        actions=catalogue_actions(dataset_dir))
     log(f"catalogue: {json.dumps({k: v for k, v in report.items() if not isinstance(v, (dict, list))})}")
     return catalogue
 
@@ -85,7 +86,7 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
     t_start = time.perf_counter()
     dataset = Path(dataset)
     work = Path(work_dir)
-    raw, split = load_amazon_split(dataset)
+    raw, split = load_split(dataset)
     n_items = len({i for s in raw.values() for i in s})
     log(f"{dataset.name}: {len(raw):,} users, {n_items:,} items; leave-one-out")
     catalogue = prepare_catalogue(dataset, raw, split, Path(catalogue_dir) if catalogue_dir else None,

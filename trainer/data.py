@@ -12,10 +12,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from catalogue.datasets import DatasetError, load_sequences
+from catalogue.datasets import AMAZON_ACTION, DatasetError, load_events
 
 Event = tuple[str, str]  # (item_id, action)
-AMAZON_ACTION = "purchase"
 
 
 class DataError(ValueError):
@@ -253,10 +252,11 @@ def dense_cross_entropy(model, hidden: torch.Tensor, batch: Batch, first_level: 
     return torch.nn.functional.cross_entropy(logits, torch.arange(len(rows)))
 
 
-def load_amazon_split(dataset_dir) -> tuple[dict[str, list[str]], LeaveOneOut]:
-    """sequences.txt -> (raw item sequences, leave-one-out split with action "purchase")."""
+def load_split(dataset_dir) -> tuple[dict[str, list[str]], LeaveOneOut]:
+    """A dataset folder (Amazon sequences.txt or MovieLens u.data) -> (raw item sequences, leave-one-out split
+    with each event's action: "purchase" for Amazon, the rating's action for MovieLens)."""
     try:
-        sequences = load_sequences(dataset_dir)
+        events = load_events(dataset_dir)
     except DatasetError as exc:
-        raise DataError(f"{exc} (expected an Amazon 5-core dataset directory)") from None
-    return sequences, leave_one_out({u: as_events(s) for u, s in sequences.items()})
+        raise DataError(f"{exc} (expected an Amazon 5-core or a MovieLens-100K dataset directory)") from None
+    return {u: [i for i, _ in ev] for u, ev in events.items()}, leave_one_out(events)

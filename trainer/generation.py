@@ -39,7 +39,7 @@ import torch
 from trainer.item_index import build_item_index
 from trainer.model import KVCache
 from trainer.registry import load_model, load_vocab
-from trainer.value import DEFAULT_WEIGHTS, ValueFunction
+from trainer.value import ValueFunction
 
 Event = tuple[str, str]  # (item_id, action)
 ORDERINGS = ("logprob", "value", "expected_value")
@@ -125,9 +125,9 @@ class GenerationEngine:
         self.index = index if index is not None or self.channels == "generative" else \
             build_item_index(model, vocab, trie)
         weights = self.config.value_weights
-        if weights is None:  # the defaults, restricted to the actions this vocabulary speaks
-            weights = {a: w for a, w in DEFAULT_WEIGHTS.items() if a in vocab.actions}
-        self.value_function = ValueFunction(dict(weights))
+        # None: the defaults, restricted to the actions this vocabulary speaks
+        self.value_function = ValueFunction(dict(weights)) if weights is not None else \
+            ValueFunction.defaults_for(vocab.actions)
         self.value_vector = self.value_function.vector(vocab.actions)
         self.group = vocab.sid_length + 1
         self._action_tokens = {a: vocab.action_token(a) for a in vocab.actions}
@@ -207,6 +207,15 @@ class GenerationEngine:
     def rank(self, candidates: list[list[Candidate]], dense_weight: float | None = None) -> list[list[Recommendation]]:
         """Each user's merged candidates as recommendations: valued, ordered by `order_by`, the top k
         (`dense_weight`: instead of the configured one, e.g. to compare weights on one search)."""
+        out = []
+        for recs in self.value(candidates, dense_weight):
+            recs.sort(key=lambda r: -r.score)
+            out.append(recs[: self.config.top_k])
+        return out
+
+    def value(self, candidates: list[list[Candidate]], dense_weight: float | None = None) -> list[list[Recommendation]]:
+        """Each candidate as a recommendation in the order given: its retrieval score, action probabilities,
+        value and the score `order_by` sorts by."""
         dense_weight = self.config.dense_weight if dense_weight is None else dense_weight
         actions = self.vocab.actions
         value_vector = self.value_vector.tolist()
@@ -227,9 +236,25 @@ class GenerationEngine:
                     else math.exp(retrieval) * value
                 recs.append(Recommendation(c.item_id, c.log_prob, dict(zip(actions, probs)) if probs else {},
                                            value, score, c.dense_score, retrieval, tuple(c.channels)))
-            recs.sort(key=lambda r: -r.score)
-            out.append(recs[: self.config.top_k])
+            out.append(recs)
         return out
+
+    @torch.no_grad()
+    def score_items(self, token_histories: Sequence[Sequence[int]],
+                    items: Sequence[Sequence[str]]) -> list[list[Recommendation]]:
+        """Given items instead of searched ones: each user's items in the order given, with the numbers a search
+        would give them (SID log-probability, dense score, action probabilities, value); the retrieval score's
+        dense part is normalised over the given items."""
+        unknown = sorted({i for user in items for i in user if i not in self.trie})
+        if unknown:
+            raise GenerationError(f"{len(unknown)} items are not in the catalogue, e.g. {unknown[:5]}")
+        hidden, prefix = self.encode(token_histories)
+        candidates = [{item: Candidate(item, ["given"]) for item in user} for user in items]
+        if self.channels != "generative":
+            self.merge(candidates, self.model.query_vectors(hidden), [[] for _ in items],
+                       hidden.new_zeros((len(items), 0)))
+        self.score_sids(hidden, prefix, candidates)
+        return self.value([[user[item] for item in order] for user, order in zip(candidates, items)])
 
     # ----- the search
     @torch.no_grad()

@@ -165,6 +165,13 @@ def choose_dense_weight(model, vocab, trie, tokenizer: Tokenizer, cases: Sequenc
     return best, report
 
 
+def _shown(metrics: dict, monitor: str) -> str:
+    """The epoch line's validation figures: R@10 and N@10 for retrieval, else the monitored metric and the rest."""
+    if "recall@10" in metrics and "ndcg@10" in metrics:
+        return f"R@10 {metrics['recall@10']:.4f} N@10 {metrics['ndcg@10']:.4f}"
+    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
 def _train_state(epoch, step, stopping: EarlyStopping, seconds, rng, history, config) -> dict:
     return {"train_state": {
         "epoch": epoch, "step": step, "best_recall@10": stopping.best, "bad_evals": stopping.bad,
@@ -183,8 +190,11 @@ def pretrain(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_after_epoch: int | None = None,
+    validate: Callable[[Transformer], dict] | None = None,
+    monitor: str = "recall@10",
 ) -> TrainResult:
-    """Train (or resume) and return the best model by validation Recall@10.
+    """Train (or resume) and return the best model by validation Recall@10 (or by `validate(model)`'s
+    `monitor` metric, higher is better, when a caller measures something else, e.g. action AUC).
 
     `stop_after_epoch` ends this invocation early without changing the schedule (as if killed after
     that epoch's checkpoint); a later call with the same config resumes.
@@ -251,6 +261,8 @@ def pretrain(
         return loss
 
     def evaluate() -> dict:
+        if validate is not None:
+            return validate(model)
         metrics, _, _ = evaluate_generation(model, vocab, trie, tokenizer, val_cases, config.window_events,
                                             beam=config.eval_beam, batch_size=config.eval_batch)
         return metrics
@@ -268,8 +280,8 @@ def pretrain(
         val = record.get("val", {})
         log(f"epoch {record['epoch']} step {record['step']} loss {record['loss']:.4f} "
             f"{record['tokens_per_s']:,.0f} tok/s train {record['train_seconds']:.0f}s"
-            + (f" | val R@10 {val['recall@10']:.4f} N@10 {val['ndcg@10']:.4f} "
-               f"(best {stopping.best:.4f}, {record['eval_seconds']:.1f}s)" if val else ""))
+            + (f" | val {_shown(val, monitor)} (best {monitor} {stopping.best:.4f}, {record['eval_seconds']:.1f}s)"
+               if val else ""))
         if out:
             registry.save_model(out / "checkpoint", model, vocab, record["step"], {}, _train_state(
                 record["epoch"], record["step"], stopping, record["train_seconds"], rng, history, config),
@@ -282,9 +294,10 @@ def pretrain(
                     schedule=WarmupCosine(config.lr, config.warmup_steps, config.min_lr_ratio), budget=budget,
                     stopping=stopping, evaluate=evaluate, after_epoch=after_epoch, max_epochs=config.max_epochs,
                     steps_per_epoch=steps_per_epoch, grad_clip=config.grad_clip, eval_every=config.eval_every,
-                    epoch=epoch, step=step, stop_after_epoch=stop_after_epoch, progress=progress)
+                    epoch=epoch, step=step, stop_after_epoch=stop_after_epoch, progress=progress,
+                    monitor=monitor)
     log(f"stopped: {outcome.stop_reason} after {outcome.epoch} epochs, {budget.spent:.0f}s; "
-        f"best val recall@10 {stopping.best:.4f}")
+        f"best val {monitor} {stopping.best:.4f}")
     model.load_state_dict(best_state)
     model.eval()
     dense_weight = None

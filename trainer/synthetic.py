@@ -33,6 +33,7 @@ from catalogue.vocab import ACTIONS
 import torch
 from trainer.pretrain import TrainConfig
 from trainer.data import Tokenizer, leave_one_out
+from trainer.actions import predicted_action_probs
 from trainer.metrics import auc
 from trainer.pretrain import pretrain
 
@@ -202,31 +203,6 @@ def history_reference_probs(world: SyntheticWorld, events: list[Interaction]) ->
         out.append(action_probabilities(cos * world.config.sharpness + world.quality[row]))
         taste = taste + weights[t] * vectors[t]
     return np.array(out)
-
-
-def predicted_action_probs(model, tokenizer, events: list[tuple[str, str]], window_events: int) -> np.ndarray:
-    """Teacher-forced P(action | history, item) for every event of one user: [n_events, n_actions].
-
-    One forward pass per window; the action distribution is read at each item's last SID token.
-    """
-    vocab = tokenizer.vocab
-    group = tokenizer.group
-    out = []
-    actions = vocab.action_range
-    step = max(1, window_events // 2)
-    for start in range(0, len(events), step):
-        # each chunk of `step` events is scored after up to window_events - step events of true past,
-        # so every stream stays within the window the model was trained on
-        context = events[max(0, start - (window_events - step)) : start]
-        chunk = events[start : start + step]
-        tokens = tokenizer.encode(list(context) + list(chunk))
-        with torch.no_grad():
-            logits = model(torch.tensor([tokens]))[0]
-        first = 1 + len(context) * group
-        positions = [first + k * group + group - 2 for k in range(len(chunk))]
-        probs = torch.softmax(logits[positions, actions.start : actions.stop].float(), dim=-1)
-        out.append(probs.numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(vocab.actions)))
 
 
 def bench_world_config(seed: int = 0, quick: bool = False, overrides: dict | None = None) -> WorldConfig:

@@ -17,7 +17,7 @@ from catalogue.settings import CatalogueSettings
 from deploy.bench.shift import run_shift_bench
 from deploy.cli import CommandError, parse_overrides
 from trainer.bench_quality import environment, prepare_catalogue
-from trainer.data import AMAZON_ACTION, EvalCase, LeaveOneOut, Tokenizer, load_amazon_split
+from trainer.data import AMAZON_ACTION, EvalCase, LeaveOneOut, Tokenizer, load_split
 from trainer.model_registry import ModelRegistry
 from trainer.online import OnlineConfig, OnlineTrainer, StreamExample
 from trainer.pretrain import TrainConfig, pretrain
@@ -53,7 +53,7 @@ def run_online_bench(args, overrides: dict) -> dict:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     dataset = args.dataset or CatalogueSettings().data_dir / "amazon_beauty_2014"
-    raw, split = load_amazon_split(dataset)
+    raw, split = load_split(dataset)
     catalogue = prepare_catalogue(dataset, raw, split, None, TrainerSettings().bench_dir / "catalogues")
     vocab = catalogue.vocab
     rng = np.random.default_rng(0)

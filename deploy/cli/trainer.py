@@ -59,11 +59,25 @@ def register(commands, bench) -> None:
     g.add_argument("--threads", type=int, default=settings.torch_threads)
     g.set_defaults(handler=f"{HANDLERS}:bench_generate")
 
-    a = bench.add_parser("actions", help="action ranking AUC on the synthetic world vs the ground-truth ceiling")
+    a = bench.add_parser("actions", help="action prediction AUC: on real graded feedback (--dataset MovieLens: "
+                                         "sidstream vs a LightGBM pointwise ranker), else on the synthetic world "
+                                         "vs the ground-truth ceiling")
     a.add_argument("--out", required=True, type=Path)
+    a.add_argument("--dataset", type=Path, help="a MovieLens-100K folder (u.data): score real ratings")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--quick", action="store_true")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training setting")
     a.add_argument("--world", action="append", default=[], metavar="KEY=VALUE",
                    help="synthetic world setting: users, items, drift, events_per_user=LO-HI, ... (WorldConfig)")
+    a.add_argument("--pointwise-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="pointwise ranker setting with --dataset (trainer.pointwise.PointwiseConfig)")
+    a.add_argument("--time-budget", type=float, help="with --dataset: training seconds for sidstream and for the "
+                                                     "pointwise ranker each (default 900)")
+    a.add_argument("--ratings", default=None, metavar="MAP",
+                   help="with --dataset: rating -> action mapping (default 1=dislike,2=dislike,3=neutral,4=like,"
+                        "5=love)")
+    a.add_argument("--sids", choices=SID_SOURCES, default=DEFAULT_SID_SOURCE,
+                   help=f"with --dataset: SIDs of the catalogue built from the fit events (default "
+                        f"{DEFAULT_SID_SOURCE})")
+    a.add_argument("--work-dir", type=Path, default=settings.bench_dir, help="catalogue cache")
     a.set_defaults(handler=f"{HANDLERS}:bench_actions")

@@ -20,10 +20,11 @@ import time
 import uuid
 from pathlib import Path
 
+from catalogue.datasets import is_movielens
 from deploy.cli import CommandError
 from deploy.demo.load import QueryLoad, Replayer
 from deploy.demo.processes import Child, wait_http
-from deploy.demo.worlds import beauty_world, prepare_catalogue, prepare_model, synthetic_world
+from deploy.demo.worlds import dataset_world, prepare_catalogue, prepare_model, synthetic_world
 from deploy.localstack import LocalStack, StackError, free_port, port_in_use
 from deploy.monitor.cli import Monitor
 from deploy.monitor.view import render
@@ -71,10 +72,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     raise CommandError(f"could not start the local stack: {exc}") from None
                 started_stack, bootstrap = stack, stack.kafka_bootstrap
 
-        use_dataset = not args.synthetic and (args.dataset / "sequences.txt").is_file()
+        use_dataset = not args.synthetic and ((args.dataset / "sequences.txt").is_file() or is_movielens(args.dataset))
         if not use_dataset and not args.synthetic:
             log(f"no dataset at {args.dataset}: using the synthetic world")
-        world = beauty_world(args.dataset) if use_dataset else synthetic_world()
+        world = dataset_world(args.dataset) if use_dataset else synthetic_world()
         world_dir = work / world.name
         world_dir.mkdir(parents=True, exist_ok=True)
         log(f"world {world.name}: {len(world.past):,} users with a past, {len(world.stream):,} stream events, "

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from catalogue.catalogue import ItemCatalogue, build_catalogue
-from catalogue.datasets import load_item_meta, load_sequences
+from catalogue.datasets import is_movielens, load_item_meta, load_movielens, load_sequences
+from catalogue.vocab import ACTIONS
 from deploy.bench.online import replay_world
 from trainer.data import AMAZON_ACTION, EvalCase, LeaveOneOut, Tokenizer
 from trainer.pretrain import TrainConfig, pretrain
@@ -28,6 +29,12 @@ class World:
     held: dict[str, dict]  # item id -> item record (title, ...) for the items that arrive mid-stream
     items: list[dict]  # records of every item the catalogue is built from (held ones excluded later)
     sequences: dict[str, list[str]] = field(default_factory=dict)  # for collaborative embeddings
+    actions: tuple[str, ...] = ACTIONS  # the action tokens the catalogue declares
+
+
+def dataset_world(dataset: Path) -> World:
+    """The world of a dataset folder: MovieLens (real actions) or Amazon (purchases)."""
+    return movielens_world(dataset) if is_movielens(dataset) else beauty_world(dataset)
 
 
 def beauty_world(dataset: Path, seed: int = 0) -> World:
@@ -39,6 +46,24 @@ def beauty_world(dataset: Path, seed: int = 0) -> World:
     return World(dataset.name, {u: [(i, AMAZON_ACTION) for i in seq] for u, seq in past.items()},
                  [(u, i, AMAZON_ACTION) for u, i in stream], {i: meta.get(i, {"item_id": i}) for i in held}, items,
                  sequences={u: s for u, s in past.items()})
+
+
+def movielens_world(dataset: Path) -> World:
+    """MovieLens in real time order: the first 70% of all ratings (by timestamp) are the logged past, the rest the
+    stream, with each rating's action; films first rated after the cut arrive mid-stream as new items."""
+    ml = load_movielens(dataset)
+    ratings = sorted((r for rs in ml.ratings.values() for r in rs), key=lambda r: (r.timestamp, int(r.user), r.item))
+    cut = int(len(ratings) * PAST_FRACTION)
+    known = {r.item for r in ratings[:cut]}
+    past: dict[str, list[tuple[str, str]]] = {}
+    for r in ratings[:cut]:
+        past.setdefault(r.user, []).append((r.item, r.action))
+    meta = {i["item_id"]: i for i in ml.items}
+    rated = {r.item for r in ratings}
+    held = {i: meta[i] for i in sorted(rated - known, key=int)}
+    return World(dataset.name, past, [(r.user, r.item, r.action) for r in ratings[cut:]], held,
+                 [meta[i] for i in sorted(rated, key=int)],
+                 sequences={u: [i for i, _ in ev] for u, ev in past.items()}, actions=ml.actions)
 
 
 def synthetic_world(seed: int = 0) -> World:
@@ -65,7 +90,8 @@ def prepare_catalogue(world: World, work: Path, log) -> Path:
         catalogue = world_catalogue(SyntheticWorld(WorldConfig(seed=0, users=1500)))
     else:
         log(f"catalogue: embedding {len(world.items):,} items (MiniLM text; collaborative for items without text)")
-        catalogue, _ = build_catalogue(world.items, world.sequences, work / "catalogue-full", progress=True, log=log)
+        catalogue, _ = build_catalogue(world.items, world.sequences, work / "catalogue-full", progress=True, log=log,
+                                       actions=world.actions)
     for item in world.held:
         if item in catalogue:
             catalogue.remove_item(item)
@@ -88,7 +114,9 @@ def prepare_model(world: World, catalogue_dir: Path, work: Path, seconds: float,
     split = LeaveOneOut(train={u: ev[:-1] if u in val_users else ev for u, ev in events.items()},
                         validation=[EvalCase(u, tuple(events[u][:-1]), events[u][-1][0]) for u in sorted(val_users)],
                         test=[])
+    graded = len({a for ev in events.values() for _, a in ev}) > 1  # real actions to learn (MovieLens)
     config = TrainConfig.from_overrides(d_model=64, n_layers=2, n_heads=2, window_events=20, batch_size=128,
+                                        action_weight=1.0 if graded else 0.1,
                                         time_budget_s=seconds, max_epochs=50, warmup_steps=50, val_users=500,
                                         patience=3, threads=max(1, min(2, os.cpu_count() or 1)))
     log(f"model: pretraining on {sum(map(len, events.values())):,} past events for up to {seconds:.0f}s")

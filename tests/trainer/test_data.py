@@ -9,7 +9,7 @@ from trainer.data import (
     Tokenizer,
     as_events,
     leave_one_out,
-    load_amazon_split,
+    load_split,
     weighted_cross_entropy,
 )
 
@@ -81,13 +81,13 @@ def test_long_history_windows_vary_and_keep_group_alignment():
     assert len(seen) > 1
 
 
-def test_load_amazon_split(tmp_path):
+def test_load_split(tmp_path):
     (tmp_path / "sequences.txt").write_text("1 5 6 7 8\n2 9 5 6\n")
-    raw, split = load_amazon_split(tmp_path)
+    raw, split = load_split(tmp_path)
     assert raw == {"1": ["5", "6", "7", "8"], "2": ["9", "5", "6"]}
     assert [c.target for c in split.test] == ["8", "6"]
     with pytest.raises(DataError):
-        load_amazon_split(tmp_path / "missing")
+        load_split(tmp_path / "missing")
 
 
 def test_level_cross_entropy_normalises_within_the_target_type():

@@ -172,3 +172,22 @@ def test_load_engine_checks_vocabulary(tmp_path):
     other = Vocabulary(levels=2, codes_per_level=4, suffix_size=2, actions=VOCAB.actions, version="other")
     with pytest.raises(GenerationError, match="vocabulary"):
         load_engine(tmp_path / "m", SimpleNamespace(vocab=other, trie=trie))
+
+
+def test_a_catalogues_own_actions_drive_the_default_value_function():
+    vocab = Vocabulary(levels=2, codes_per_level=4, suffix_size=2, actions=("dislike", "neutral", "like", "love"))
+    assert ValueFunction.defaults_for(vocab.actions).weights == {"like": 10.0, "love": 20.0, "neutral": 0.0,
+                                                                 "dislike": -20.0}
+    trie = SidTrie(vocab)
+    for i, sid in enumerate([(0, 0, 0), (1, 2, 0), (3, 1, 1), (2, 2, 0)]):
+        trie.insert(f"m{i}", sid)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=vocab.size, max_len=64, d_model=16, n_layers=1, n_heads=2,
+                                    dropout=0.0)).eval()
+    engine = GenerationEngine(model, vocab, trie, GenerationConfig(beam_size=4, top_k=4, order_by="value"))
+    (recs,) = engine.recommend([[("m0", "love"), ("m1", "dislike")]])
+    for r in recs:
+        assert set(r.action_probs) == set(vocab.actions)
+        assert r.value == pytest.approx(20 * r.action_probs["love"] + 10 * r.action_probs["like"]
+                                        - 20 * r.action_probs["dislike"], rel=1e-5)
+    assert [r.value for r in recs] == sorted((r.value for r in recs), reverse=True)

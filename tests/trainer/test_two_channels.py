@@ -165,3 +165,24 @@ def test_model_config_saved_before_the_dense_head_still_loads():
     old = ModelConfig(vocab_size=VOCAB.size, max_len=16).to_json()
     del old["dense_items"], old["sid_length"]
     assert ModelConfig.from_json(old).dense_items == 0
+
+
+def test_score_items_gives_given_items_the_numbers_a_search_gives_them():
+    trie = make_trie(20)
+    model = make_model(trie)
+    e = engine(model, trie, channels="both", top_k=20, beam_size=20, exclude_seen=False)
+    tokens = e.encode_history(H)
+    exact = exhaustive_scores(model, VOCAB, trie, tokens, trie.item_ids())
+    (searched,) = e.recommend([H])
+    given = [r.item_id for r in searched][::-1][:6]  # an order of our own
+    (scored,) = e.score_items([tokens], [given])
+    assert [r.item_id for r in scored] == given
+    by_id = {r.item_id: r for r in searched}
+    for r in scored:
+        assert r.log_prob == pytest.approx(exact[r.item_id], abs=1e-4)
+        assert r.dense_score == pytest.approx(by_id[r.item_id].dense_score, rel=1e-4)
+        for action, p in r.action_probs.items():
+            assert p == pytest.approx(by_id[r.item_id].action_probs[action], abs=1e-4)
+        assert r.value == pytest.approx(by_id[r.item_id].value, rel=1e-4, abs=1e-6)
+    with pytest.raises(GenerationError, match="not in the catalogue"):
+        e.score_items([tokens], [["i0", "nope"]])

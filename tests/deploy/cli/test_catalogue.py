@@ -95,3 +95,17 @@ def test_assign_new_items_with_text(tmp_path, capsys):
     empty.write_text('{"item_id": "e1", "title": ""}\n')
     assert main(["catalogue", "assign", "--catalogue", str(out), "--items", str(empty)]) == 1
     assert "no usable text" in capsys.readouterr().err
+
+
+def test_a_movielens_catalogue_declares_the_rating_actions(tmp_path, capsys):
+    from catalogue.catalogue import ItemCatalogue
+    from tests.movielens_fixture import write_movielens
+
+    data = write_movielens(tmp_path / "ml", users=30, items=40, per_user=15)
+    out = tmp_path / "cat"
+    assert main(["catalogue", "build", "--dataset", str(data), "--out", str(out), "--levels", "2", "--codes", "4",
+                 "--suffix-size", "16", "--iterations", "5", "--embeddings", "collaborative",
+                 "--collab-dim", "8"]) == 0
+    catalogue = ItemCatalogue.load(out)
+    assert catalogue.vocab.actions == ("dislike", "neutral", "like", "love")
+    assert len(catalogue) == 40

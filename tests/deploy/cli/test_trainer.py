@@ -171,3 +171,47 @@ def test_bench_actions_cli_reports_model_ceiling_and_references(tmp_path):
             assert 0.0 <= row[key] <= 1.0, (action, key, row[key])
         assert row["ceiling_auc"] > 0.5  # the ground truth ranks its own samples better than chance
         assert row["ratio_to_ceiling"] == pytest.approx(row["auc"] / row["ceiling_auc"], abs=1e-3)
+
+
+def test_bench_actions_on_graded_feedback_writes_the_named_keys(tmp_path):
+    from tests.movielens_fixture import write_movielens
+
+    data = write_movielens(tmp_path / "ml", users=60, items=25, per_user=20)
+    out = tmp_path / "graded.json"
+    train = ["d_model=16", "n_layers=1", "n_heads=2", "max_epochs=4", "eval_every=2", "batch_size=16",
+             "window_events=10", "threads=1"]
+    args = ["bench", "actions", "--dataset", str(data), "--out", str(out), "--time-budget", "30",
+            "--work-dir", str(tmp_path / "w")]
+    for setting in train:
+        args += ["--set", setting]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    for target in ("like_or_better", "dislike"):
+        for model in ("sidstream", "pointwise", "item_prior"):
+            figures = report["actions"][target][model]
+            assert 0.0 <= figures["auc"] <= 1.0 and figures["log_loss"] > 0
+        assert report["actions"][target]["pointwise"]["auc"] > 0.7  # the fixture's signal is learnable
+    assert set(report["train_seconds"]) == {"sidstream", "pointwise", "item_prior"}
+    ndcg = report["value_ndcg"]
+    assert ndcg["users"] > 0 and all(0 < ndcg[k] <= 1 for k in ("value_function", "retrieval_likelihood", "random"))
+    assert report["configuration"]["events"]["test"] == 60 * 4  # each user's last 20%
+
+
+def test_bench_actions_dataset_errors(tmp_path, capsys):
+    from tests.movielens_fixture import write_movielens
+
+    out = tmp_path / "a.json"
+    (tmp_path / "amazon").mkdir()
+    (tmp_path / "amazon" / "sequences.txt").write_text("1 2 3 4\n")
+    assert main(["bench", "actions", "--out", str(out), "--dataset", str(tmp_path / "amazon")]) == 1
+    assert "not a MovieLens-100K folder" in capsys.readouterr().err
+    data = write_movielens(tmp_path / "ml", users=5, items=10, per_user=6)
+    assert main(["bench", "actions", "--out", str(out), "--dataset", str(data), "--world", "users=9"]) == 1
+    assert "pass only one" in capsys.readouterr().err
+    assert main(["bench", "actions", "--out", str(out), "--dataset", str(data), "--pointwise-set", "leaves=3"]) == 1
+    assert "unknown pointwise settings ['leaves']" in capsys.readouterr().err
+    assert main(["bench", "actions", "--out", str(out), "--dataset", str(data), "--ratings", "5=Love!"]) == 1
+    assert "RATING=action_name" in capsys.readouterr().err
+    assert main(["bench", "actions", "--out", str(out), "--time-budget", "5"]) == 1
+    assert "need --dataset" in capsys.readouterr().err
+    assert not out.exists()

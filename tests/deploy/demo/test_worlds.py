@@ -3,9 +3,10 @@ import pytest
 
 from catalogue.settings import CatalogueSettings
 from deploy.cli import main
-from deploy.demo.worlds import beauty_world, synthetic_world
+from deploy.demo.worlds import beauty_world, dataset_world, synthetic_world
 
 BEAUTY = CatalogueSettings().data_dir / "amazon_beauty_2014"
+MOVIELENS = CatalogueSettings().data_dir / "movielens_100k"
 
 
 def _check(world):
@@ -34,6 +35,19 @@ def test_beauty_world_keeps_each_users_order():
     assert 0.02 < len(world.held) / len(world.items) < 0.04
     first = world.stream[0][0]
     assert first in world.past  # every streamed user has a logged past
+
+
+@pytest.mark.skipif(not (MOVIELENS / "u.data").is_file(), reason="MovieLens not in SIDSTREAM_DATA_DIR")
+def test_movielens_world_replays_real_ratings_in_time_order():
+    world = dataset_world(MOVIELENS)
+    _check(world)
+    assert world.actions == ("dislike", "neutral", "like", "love")
+    assert {a for _, _, a in world.stream} == set(world.actions)  # the real actions, not purchases
+    assert len(world.stream) == 30_000 and sum(map(len, world.past.values())) == 70_000
+    first_rated = {}
+    for _, item, _ in world.stream:
+        first_rated.setdefault(item, True)
+    assert set(world.held) <= set(first_rated)  # a new film is one first rated in the stream
 
 
 def test_demo_rejects_bad_arguments_with_a_clear_error(capsys):
