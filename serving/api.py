@@ -35,7 +35,9 @@ class RequestError(ValueError):
 class HistoryEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN)
-    action: str = Field("purchase", min_length=1, max_length=64, description="one of the vocabulary's actions")
+    action: str = Field("purchase", min_length=1, max_length=64,
+                        description="one of the catalogue's actions (GET /healthz lists them); the default suits "
+                                    "catalogues that have purchase")
 
 
 _COMMON_DOC = {
@@ -113,6 +115,8 @@ class HealthResponse(BaseModel):
     model_version: str | None = None
     catalogue_version: str | None = None
     catalogue_revision: int | None = None
+    actions: list[str] = Field(default_factory=list, description="the catalogue's action tokens")
+    value_weights: dict[str, float] = Field(default_factory=dict, description="the default value-function weights")
 
 
 @dataclass(frozen=True)

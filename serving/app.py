@@ -179,7 +179,8 @@ def create_app(settings: ServingSettings, backend):
 def _health(service: RecommenderService, status: str) -> dict:
     state = service.state
     return {"status": status, "model_version": service.model_version, "catalogue_version": service.vocab.version,
-            "catalogue_revision": None if state is None else state.catalogue_revision}
+            "catalogue_revision": None if state is None else state.catalogue_revision,
+            "actions": list(service.vocab.actions), "value_weights": dict(service.default_weights)}
 
 
 class LocalBackend:

@@ -149,7 +149,8 @@ class GenerationEngine:
             try:
                 tokens.append(self._action_tokens[action])
             except KeyError:
-                raise GenerationError(f"unknown action {action!r} in history") from None
+                raise GenerationError(f"unknown action {action!r} in history; this catalogue's actions: "
+                                      f"{', '.join(self.vocab.actions)}") from None
         return tokens
 
     def _window_events(self) -> int:

@@ -45,8 +45,11 @@ def test_unknown_user_is_a_cold_start(tmp_path):
 
 
 def test_health_ready_and_metrics(tmp_path):
-    client, _ = make_client(tmp_path, load=False)
-    assert client.get("/healthz").status_code == 200
+    client, service = make_client(tmp_path, load=False)
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["actions"] == list(service.vocab.actions)  # a client can learn the catalogue's actions
+    assert set(health.json()["value_weights"]) <= set(service.vocab.actions)
     assert client.get("/readyz").status_code == 503
     r = client.post("/recommend", json={"user_id": "alice"})
     assert r.status_code == 503 and "not ready" in r.json()["detail"]

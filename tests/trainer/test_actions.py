@@ -56,3 +56,32 @@ def test_split_of_a_movielens_folder(tmp_path):
     ml = load_movielens(write_movielens(tmp_path / "ml", users=6, items=20, per_user=10))
     split = chronological_split(ml.ratings)
     assert sum(len(v) for part in (split.fit, split.validation, split.test) for v in part.values()) == 60
+
+
+def test_predicted_action_probs_scores_from_first_with_the_true_past():
+    import torch
+
+    from catalogue.trie import SidTrie
+    from catalogue.vocab import Vocabulary
+    from trainer.actions import predicted_action_probs
+    from trainer.data import Tokenizer
+    from trainer.model import ModelConfig, Transformer
+
+    vocab = Vocabulary(levels=2, codes_per_level=4, suffix_size=2, actions=("dislike", "like"))
+    trie = SidTrie(vocab)
+    for i in range(6):
+        trie.insert(str(i), (i % 4, i // 4, 0))
+    tokenizer = Tokenizer(vocab, lambda item: vocab.sid_to_tokens(trie.codes_of(item)))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=vocab.size, max_len=64, d_model=16, n_layers=1, n_heads=2,
+                                    dropout=0.0)).eval()
+    events = [(str(k % 6), ("dislike", "like")[k % 2]) for k in range(9)]
+    probs = predicted_action_probs(model, tokenizer, events, window_events=4, first=5)
+    assert probs.shape == (4, 2) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    # the event at `first` is scored after the two events before it (half a window of true past)
+    tokens = tokenizer.encode(events[3:7])
+    with torch.no_grad():
+        logits = model(torch.tensor([tokens]))[0]
+    position = 1 + 2 * tokenizer.group + tokenizer.group - 2
+    expected = torch.softmax(logits[position, vocab.action_range.start:vocab.action_range.stop], -1).numpy()
+    np.testing.assert_allclose(probs[0], expected, atol=1e-5)

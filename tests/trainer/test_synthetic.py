@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from trainer.actions import predicted_action_probs
 from trainer.synthetic import (WORLD_ACTIONS, Interaction, SyntheticWorld, WorldConfig, action_probabilities,
-                               bench_world_config, by_user, history_reference_probs, item_prior_probs,
-                               predicted_action_probs)
+                               bench_world_config, by_user, history_reference_probs, item_prior_probs)
 
 
 def small(seed=0):
