@@ -6,10 +6,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from catalogue.datasets import Rating
+from catalogue.datasets import AMAZON_ACTION, Rating
 from streams.schemas import InteractionEvent, ItemEvent
-
-AMAZON_ACTION = "purchase"  # every Amazon 5-core event is a review, i.e. a positive purchase
 
 
 def amazon_events(sequences: dict[str, list[str]], limit: int | None = None, start_ts: float | None = None,
@@ -38,12 +36,15 @@ def rated_events(ratings: Iterable[Rating], speedup: float = 1.0, start_ts: floa
     """Graded feedback (MovieLens) as interactions with their real actions, all users merged in (timestamp,
     user, item) order. Event time starts at `start_ts` (now) and keeps the real gaps divided by `speedup`; ids
     are `ml:<user>:<item>` (one rating per pair), so a replay is recognised by the workers' de-duplication."""
-    if speedup <= 0:
+    if not speedup > 0:  # checked here, not when the first event is drawn
         raise ValueError(f"speedup must be > 0, got {speedup}")
     ordered = sorted(ratings, key=lambda r: (r.timestamp, int(r.user) if r.user.isdigit() else 0, r.user, r.item))
+    return _rated(ordered, speedup, time.time() if start_ts is None else start_ts, limit)
+
+
+def _rated(ordered: list[Rating], speedup: float, start: float, limit: int | None) -> Iterator[InteractionEvent]:
     if not ordered:
         return
-    start = time.time() if start_ts is None else start_ts
     first = ordered[0].timestamp
     for n, r in enumerate(ordered):
         if limit is not None and n >= limit:

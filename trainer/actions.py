@@ -97,18 +97,18 @@ def item_prior(train: Sequence[Rating], events: Sequence[Rating], smoothing: flo
 
 
 def predicted_action_probs(model, tokenizer, events: Sequence[tuple[str, str]], window_events: int,
-                           first: int = 0) -> np.ndarray:
+                           first: int = 0, chunk_share: float = 0.5) -> np.ndarray:
     """Teacher-forced P(action | history, item) for events[first:] of one user: [n, n_actions].
 
-    The action distribution is read at each item's last SID token. Events are scored in chunks of half a
-    window, each after up to half a window of true past, so every stream stays within the window the model
-    was trained on.
+    The action distribution is read at each item's last SID token. Events are scored in chunks of
+    `chunk_share` of a window, each after the rest of a window of true past, so every stream stays within the
+    window the model was trained on (a smaller share: more past for each event, more forward passes).
     """
     vocab = tokenizer.vocab
     group = tokenizer.group
     out = []
     actions = vocab.action_range
-    step = max(1, window_events // 2)
+    step = max(1, int(window_events * chunk_share))
     for start in range(first, len(events), step):
         context = events[max(0, start - (window_events - step)) : start]
         chunk = events[start : start + step]

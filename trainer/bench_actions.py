@@ -43,6 +43,8 @@ GRADED_TRAIN = dict(d_model=64, n_layers=2, n_heads=2, dropout=0.2, window_event
                     warmup_steps=100, action_weight=1.0, sid_weight=0.1, max_epochs=2000, eval_every=10,
                     patience=5, min_delta=0.002, val_users=0, time_budget_s=900.0)
 QUICK_GRADED = dict(time_budget_s=60.0, eval_every=5, max_epochs=40)
+# each scored rating sees at least 3/4 of a window of true past (chunks of a quarter window)
+SCORING_CHUNK = 0.25
 MONITOR = "mean_auc"  # validation metric sidstream is early-stopped on: the targets' mean AUC
 
 
@@ -87,7 +89,8 @@ def sidstream_probs(model, tokenizer, split, window_events: int, part: str) -> t
         if not scored:
             continue
         seq = [(r.item, r.action) for r in past + scored]
-        out.append(predicted_action_probs(model, tokenizer, seq, window_events, first=len(past)))
+        out.append(predicted_action_probs(model, tokenizer, seq, window_events, first=len(past),
+                                          chunk_share=SCORING_CHUNK))
         events.extend(scored)
     return np.concatenate(out), events
 
@@ -156,9 +159,10 @@ def run_graded_bench(dataset: str | Path, out_file: str | Path, quick: bool = Fa
         return {MONITOR: float(np.mean([s["auc"] for s in scores.values()])),
                 **{f"{t}_auc": s["auc"] for t, s in scores.items()}}
 
-    log(f"training sidstream (budget {config.time_budget_s:.0f}s)")
-    result = pretrain(loo, tokenizer, catalogue.trie, config, None, progress=False, log=log, validate=validate,
-                      monitor=MONITOR)
+    run_dir = Path(work_dir) / f"{dataset.name}-graded-sidstream{'-quick' if quick else ''}"
+    log(f"training sidstream (budget {config.time_budget_s:.0f}s) -> {run_dir}")
+    result = pretrain(loo, tokenizer, catalogue.trie, config, run_dir, resume=False, progress=False, log=log,
+                      validate=validate, monitor=MONITOR)
     torch.set_num_threads(config.threads)
     model = result.model
     probs, test_events = sidstream_probs(model, tokenizer, split, config.window_events, "test")
@@ -195,7 +199,8 @@ def run_graded_bench(dataset: str | Path, out_file: str | Path, quick: bool = Fa
                  "stopping), the others fit the models; each test event scored from the user's whole true past",
         "events": sizes, "quick": quick,
         "targets": {"like_or_better": "rating >= 4", "dislike": "rating <= 2"},
-        "sidstream": {**asdict(config), "epochs": result.epochs, "steps": result.steps,
+        "sidstream": {**asdict(config), "model": str(run_dir / "model"), "scoring_chunk": SCORING_CHUNK,
+                      "epochs": result.epochs, "steps": result.steps,
                       "validation": result.best_metrics, "parameters": model.num_parameters(),
                       "target_given_action": {t: dict(zip(catalogue.vocab.actions, w.round(4).tolist()))
                                               for t, w in given_action.items()}},
