@@ -60,7 +60,7 @@ def build_worker_app(catalogue_dir: Path, index_items: bool = True):
         def index(item_id, vector, codes, meta):
             qdrant.upsert(item_id, np.asarray(vector, dtype=np.float32), codes, meta)
     return build_app(settings, catalogue, store, encode_item=make_item_encoder(catalogue), index_item=index,
-                     metrics=metrics)
+                     metrics=metrics, stored_rows=store.read)
 
 
 def run_worker(catalogue_dir: Path, loglevel: str = "warning", index_items: bool = True) -> int:

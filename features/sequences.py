@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 USER_SEQUENCE_VIEW = "user_sequence"
 USER_SEQUENCE_PUSH = "user_sequence_push"
 USER_SEQUENCE_SERVICE = "user_sequence_service"
-FEATURES = ("tokens", "event_count", "last_event_ms", "pushed_ms")
+FEATURES = ("tokens", "event_count", "last_event_ms", "pushed_ms", "recent_event_ids")
+# Ids of a row's newest events kept with it, so a worker that continues the row (a backfilled past, or a row
+# whose table state it lost) recognises those events when they are delivered again: the event at a backfill's
+# cut, or the uncommitted tail a crash redelivers. A handful per user is what a redelivery can hold.
+ROW_EVENT_IDS = 16
 
 
 @dataclass
@@ -14,7 +18,8 @@ class UserSequence:
     """A user's token window: `s1 s2 s3 s4 action` per event, oldest first, trimmed to the configured window.
 
     `event_count` counts every event ever appended (not only those still in the window); `last_event_ms` is
-    the newest event's time and `pushed_ms` when this row was written, so freshness is a metric, not a guess.
+    the newest event's time and `pushed_ms` when this row was written, so freshness is a metric, not a guess;
+    `recent_event_ids` are the ids of the newest events (at most ROW_EVENT_IDS, oldest first).
     """
 
     user_id: str
@@ -22,6 +27,7 @@ class UserSequence:
     event_count: int = 0
     last_event_ms: int = 0
     pushed_ms: int = 0
+    recent_event_ids: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.user_id, str) or not self.user_id:

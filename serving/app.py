@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -315,9 +316,37 @@ def run_local_ray(settings: ServingSettings, build_service: Callable, free_port:
                     os.environ.pop(variable, None)
                 else:
                     os.environ[variable] = value
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    start_serve(settings)
     serve.run(build_deployment(settings, build_service), name=name, route_prefix="/", blocking=blocking)
     return ingress
+
+
+# How long, after Serve's own 60 s, to wait for the HTTP proxies on a busy machine (seen once in CI: the proxies
+# of a 2-core box running Kafka, a stream worker and Ray's start-up missed Serve's 60 s).
+PROXY_EXTRA_WAIT_S = 120.0
+
+
+def start_serve(settings: ServingSettings) -> None:
+    """`serve.start`, given a second chance when the HTTP proxies are slow to report ready: the controller is
+    already up then, so a second `serve.start` connects to it, and the port is polled until a proxy answers."""
+    http_options = {"host": settings.http_host, "port": settings.http_port}
+    try:
+        serve.start(http_options=http_options)
+        return
+    except TimeoutError as exc:
+        log.warning("%s; waiting up to %.0f s more for them", exc, PROXY_EXTRA_WAIT_S)
+    serve.start(http_options=http_options)
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    deadline = time.monotonic() + PROXY_EXTRA_WAIT_S
+    while True:
+        try:
+            socket.create_connection((host, settings.http_port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Serve HTTP proxy did not open port {settings.http_port} within "
+                                   f"{60 + PROXY_EXTRA_WAIT_S:.0f} s") from None
+            time.sleep(0.5)
 
 
 def shutdown_ray() -> None:

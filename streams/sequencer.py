@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from catalogue.vocab import Vocabulary
+from features.sequences import ROW_EVENT_IDS, UserSequence
 
 # How many recent event ids a user remembers for de-duplication. Redeliveries after a crash come from the
 # uncommitted tail of a partition, a handful of events per user; this bound keeps state small.
@@ -46,6 +47,25 @@ class SequenceState:
                    recent_event_ids=list(data["recent_event_ids"]))
 
 
+def state_from_row(vocab: Vocabulary, tokens: Sequence[int], event_count: int, last_event_ms: int,
+                   recent_event_ids: Sequence[str] = ()) -> SequenceState:
+    """The state that continues a row of the online store (a backfilled past, or a row a worker wrote) for a user
+    the worker has no state of. Each event's tokens end with its action token, which gives the per-event lengths
+    the window trims by; the row's newest event ids seed the de-duplication, so those events, delivered again
+    (the event at a backfill's cut, a crash's redelivered tail), are not appended twice."""
+    lengths, start = [], 0
+    for i, token in enumerate(tokens):
+        if vocab.is_action(token):
+            lengths.append(i + 1 - start)
+            start = i + 1
+    if start != len(tokens):
+        raise ValueError(f"a stored sequence must end with an action token; {len(tokens) - start} tokens follow "
+                         "the last one")
+    return SequenceState(tokens=[int(t) for t in tokens], event_lengths=lengths,
+                         event_count=max(int(event_count), len(lengths)), last_event_ms=int(last_event_ms),
+                         recent_event_ids=[str(e) for e in recent_event_ids])
+
+
 def append_event(state: SequenceState, event_id: str, tokens: Sequence[int], event_ms: int,
                  window_events: int) -> bool:
     """Append one event's tokens in place. Returns False (and changes nothing) for an event already applied."""
@@ -77,3 +97,15 @@ def build_sequences(vocab: Vocabulary, sid_of: dict[str, Sequence[int]],
         state = states.setdefault(user_id, SequenceState())
         append_event(state, event_id, event_tokens(vocab, sid_of[item_id], action), event_ms, window_events)
     return states
+
+
+def backfill_rows(vocab: Vocabulary, sid_of: dict[str, Sequence[int]],
+                  events: Sequence[tuple[str, str, str, str, int]], window_events: int
+                  ) -> tuple[list[UserSequence], int]:
+    """The online-store rows of users' logged pasts, folded by the same appends as the stream (build_sequences),
+    each with the ids of its newest events; events whose item has no SID are left out. Returns (rows, left out)."""
+    known = [e for e in events if e[2] in sid_of]
+    states = build_sequences(vocab, sid_of, known, window_events)
+    rows = [UserSequence(user, list(s.tokens), s.event_count, s.last_event_ms, 0, s.recent_event_ids[-ROW_EVENT_IDS:])
+            for user, s in states.items()]
+    return rows, len(events) - len(known)

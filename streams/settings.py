@@ -32,6 +32,10 @@ class WorkerSettings(StreamSettings):
     unknown_item_wait_s: float = 2.0  # how long an interaction waits for its item before it is dead-lettered
     feast_flush_interval_s: float = 0.05  # micro-batch period of pushes to the Feast online store
     feast_flush_rows: int = 1000
+    # The interactions agent takes events in batches (at most this many, waiting at most this long for more):
+    # one read of the online store per batch fetches the stored rows of the users the worker has no state of
+    batch_max_events: int = 1000
+    batch_within_s: float = 0.01
     # longest the broker may hold the worker's fetch when it has nothing new (Faust's own is 1,500 ms, which
     # turned any brief pause of the agent into a 1.5 s lag: see streams/faust_fetch.py)
     fetch_max_wait_ms: int = 100

@@ -1,9 +1,10 @@
 """The faust-streaming app of sidstream (the streams room's adapter to Kafka).
 
 Agents:
-- interactions: validate, look up the item's SID, append `SID tokens + action` to the user's sequence in a
-  Faust table (its changelog lives in Kafka), emit the window to `training`, and queue the row for the Feast
-  online store, which a timer pushes in micro-batches.
+- interactions, in batches: validate and look up the item's SID (the decisions are streams/decide.py's pure
+  functions), append `SID tokens + action` to the user's sequence in a Faust table (its changelog lives in
+  Kafka; a user the worker has no state of continues its stored row, read once per batch), emit the window to
+  `training`, and queue the row for the Feast online store, which a timer pushes in micro-batches.
 - items: validate, encode the content, give the item a SID with the frozen codebooks, index it (Qdrant), and
   append the SID to the compacted `catalogue` topic.
 A background follower (streams/follow.py) reads the whole `catalogue` topic so every worker knows every item's
@@ -25,21 +26,24 @@ import json
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import faust
+from faust.streams import _current_event as faust_current_event  # the context variable current_event() reads
 from kafka import KafkaConsumer, TopicPartition
 
 from catalogue.catalogue import ItemCatalogue
 from catalogue.trie import ChangeOutcome, apply_catalogue_change
-from features.sequences import UserSequence
+from features.sequences import ROW_EVENT_IDS, UserSequence
 from streams import faust_commit, faust_fetch
 from streams.follow import Records, TopicFollower, WholeTopicReader
 from streams.offsets import OffsetGuard, Verdict, expected_offsets
-from streams.schemas import (CatalogueChange, CatalogueEntry, DeadLetter, InteractionEvent, ItemEvent, now_ms,
+from streams.schemas import (CatalogueChange, CatalogueEntry, DeadLetter, ItemEvent, now_ms,
                              parse, parse_catalogue_entry, training_example_json)
-from streams.sequencer import SequenceState, append_event, event_tokens
+from streams.decide import Refused, Waiting, after_waiting, check_interaction, users_to_read
+from streams.sequencer import SequenceState, append_event, state_from_row
 from streams.metrics import StreamMetrics
 from streams.settings import WorkerSettings
 
@@ -55,6 +59,10 @@ PUSH_CHUNK_ROWS = 500
 
 class SequenceSink(Protocol):
     def push(self, rows: Sequence[UserSequence]) -> int: ...
+
+
+# user ids -> their stored rows in the online store (None: no row); the Feast facade's `read` in production
+StoredRows = Callable[[list[str]], dict[str, UserSequence | None]]
 
 
 # (item_id, embedding, sid codes, item dict) -> None: indexes a newly assigned item (Qdrant in production)
@@ -74,6 +82,8 @@ class WorkerStats:
     pushes: int = 0
     rewinds: int = 0  # holes in a partition's offsets, each read again (see streams/offsets.py)
     catalogue_refused: int = 0  # catalogue entries not applied (malformed, other codebooks, a SID held by another)
+    continued: int = 0  # users whose sequence continued a stored row (a backfilled past) instead of starting empty
+    row_reads: int = 0  # batched reads of the online store for users the worker had no state of
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -139,6 +149,14 @@ def first_offsets(bootstrap: str, topic: str, partitions: Sequence[int]) -> dict
         consumer.close()
 
 
+def make_current(event) -> None:
+    """Make `event` the current one in this task, as Faust's per-event iteration does: a table write finds its
+    changelog partition through it, and a batch from `take_events` leaves it unset. Only the context variable is
+    set: `Stream._set_current_event` also sets the stream's own attribute, which the batch's background reader
+    takes each new event from (setting it there made the batches drop and repeat events)."""
+    faust_current_event.set(weakref.ref(event))
+
+
 def use_event_loop(name: str) -> None:
     """Choose the worker's event loop; call it before anything creates a loop (before `build_app`).
 
@@ -157,21 +175,28 @@ def use_event_loop(name: str) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink: SequenceSink,
-              encode_item: ItemEncoder | None = None, index_item: ItemIndexer | None = None,
-              metrics: StreamMetrics | None = None):
-    """Assemble the Faust app. Sinks are injected by `deploy/` (Feast facade, Qdrant store); `metrics` is
-    exposed by `deploy/` on the worker's metrics port."""
+def faust_app(settings: WorkerSettings, app_id: str) -> faust.App:
+    """A Faust app with the worker's consumer, producer and commit settings (the bare-agent benchmark uses the
+    same, so the two are measured alike)."""
     faust_commit.install()  # a commit must never overtake the changelog writes of the events it covers
     faust_fetch.install(settings.fetch_max_wait_ms, settings.fetch_min_bytes)
+    return faust.App(app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}",
+                     datadir=settings.faust_datadir, topic_partitions=settings.partitions, web_enabled=False,
+                     broker_commit_interval=1.0, producer_linger_ms=5, stream_buffer_maxsize=16384,
+                     broker_max_poll_records=2000, producer_max_batch_size=262144,
+                     processing_guarantee=settings.processing_guarantee,
+                     table_standby_replicas=settings.table_standby_replicas)
+
+
+def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink: SequenceSink,
+              encode_item: ItemEncoder | None = None, index_item: ItemIndexer | None = None,
+              metrics: StreamMetrics | None = None, stored_rows: StoredRows | None = None):
+    """Assemble the Faust app. Sinks are injected by `deploy/` (Feast facade, Qdrant store); `metrics` is
+    exposed by `deploy/` on the worker's metrics port. `stored_rows` reads the online store: a user the worker
+    has no state of continues its stored row (a backfilled past) instead of starting empty."""
+    app = faust_app(settings, settings.app_id)
     vocab = catalogue.vocab
     topics = settings.topics
-    app = faust.App(settings.app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}",
-                    datadir=settings.faust_datadir, topic_partitions=settings.partitions, web_enabled=False,
-                    broker_commit_interval=1.0, producer_linger_ms=5, stream_buffer_maxsize=16384,
-                    broker_max_poll_records=2000, producer_max_batch_size=262144,
-                    processing_guarantee=settings.processing_guarantee,
-                    table_standby_replicas=settings.table_standby_replicas)
     interactions_topic = app.topic(topics.interactions, key_serializer="raw", value_serializer="raw")
     items_topic = app.topic(topics.items, key_serializer="raw", value_serializer="raw")
     catalogue_topic = app.topic(topics.catalogue, key_serializer="raw", value_serializer="raw")
@@ -218,26 +243,41 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             codes = view.sid_of.get(item_id)
         return codes
 
-    async def interaction(event) -> None:
+    async def rows_to_continue(batch) -> dict[str, UserSequence | None]:
+        """The stored rows of the batch's users that have no table state, in one read of the online store.
+        A failed read is retried until it succeeds: starting those users empty would overwrite their pasts."""
+        if stored_rows is None:
+            return {}
+        users = users_to_read((e.message.key for e in batch), lambda user: sequences.get(user) is not None)
+        while users:
+            try:
+                rows = stored_rows(users)
+                stats.row_reads += 1
+                return rows
+            except Exception as exc:  # e.g. the online store is down: the stream waits, nothing is lost
+                log.warning("could not read %d stored rows (%r); retrying in 1 s", len(users), exc)
+                await asyncio.sleep(1.0)
+        return {}
+
+    async def interaction(event, stored: dict[str, UserSequence | None]) -> None:
         stats.interactions += 1
-        try:
-            ev = parse(InteractionEvent, event.message.value or b"")
-        except ValueError as exc:
-            return await dead_letter(f"malformed: {exc}", event)
-        key = (event.message.key or b"").decode(errors="replace")
-        if key != ev.user_id:
-            # the topic is partitioned by user: a wrong key would put the user's state in two partitions
-            return await dead_letter(f"bad key: message key {key!r} is not the user_id {ev.user_id!r}", event)
-        if ev.action not in vocab.actions:
-            return await dead_letter(f"unknown action: {ev.action!r} (known: {', '.join(vocab.actions)})", event)
-        if ev.context and any(c not in vocab.contexts for c in ev.context.values()):
-            return await dead_letter(f"unknown context: {ev.context}", event)
-        codes = view.sid_of.get(ev.item_id) or await sid_for(ev.item_id)
-        if codes is None:
-            return await dead_letter(f"unknown item: {ev.item_id!r} not in the catalogue after "
-                                     f"{settings.unknown_item_wait_s:g} s", event)
-        state = SequenceState.from_json(sequences.get(ev.user_id))
-        tokens = event_tokens(vocab, codes, ev.action, tuple(ev.context.values()) if ev.context else ())
+        decision = check_interaction(event.message.value, event.message.key, vocab, view.sid_of)
+        if isinstance(decision, Waiting):
+            codes = await sid_for(decision.event.item_id)
+            decision = after_waiting(vocab, decision.event, codes, settings.unknown_item_wait_s)
+        if isinstance(decision, Refused):
+            return await dead_letter(decision.reason, event)
+        ev, tokens = decision.event, decision.tokens
+        value = sequences.get(ev.user_id)
+        row = stored.get(ev.user_id) if value is None else None
+        if row is not None:
+            try:
+                state = state_from_row(vocab, row.tokens, row.event_count, row.last_event_ms, row.recent_event_ids)
+            except ValueError as exc:
+                return await dead_letter(f"unreadable stored row: user {ev.user_id!r}: {exc}", event)
+            stats.continued += 1
+        else:
+            state = SequenceState.from_json(value)
         event_ms = int(ev.ts * 1000)
         if not append_event(state, ev.event_id, tokens, event_ms, settings.window_events):
             stats.duplicates += 1
@@ -262,7 +302,7 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
         sequences[ev.user_id] = {**state.to_json(), "partition": event.message.partition,
                                  "offset": event.message.offset}
         pending[ev.user_id] = UserSequence(ev.user_id, list(state.tokens), state.event_count,
-                                           state.last_event_ms, 0)
+                                           state.last_event_ms, 0, state.recent_event_ids[-ROW_EVENT_IDS:])
         if ev.produced_ms is not None:
             produced_at.setdefault(ev.user_id, ev.produced_ms)
         if len(pending) >= settings.feast_flush_rows:
@@ -281,21 +321,26 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
 
     @app.agent(interactions_topic)
     async def interactions(stream):
-        async for event in stream.events():
-            msg = event.message
-            verdict = guard.check(msg.partition, msg.offset, time.monotonic())
-            if verdict is Verdict.REWIND:
-                target = guard.expected(msg.partition)
-                await rewind(msg.tp, target, f"got offset {msg.offset} but the state expects {target} "
-                                             "(messages skipped by the consumer)")
-            if verdict is Verdict.DUPLICATE:
-                stats.duplicates += 1
-                duplicate_count.inc()
-                continue
-            if verdict is not Verdict.PROCESS:
-                continue  # acknowledged but not applied: the rewound consumer delivers it again
-            await interaction(event)
-            guard.processed(msg.partition, msg.offset)
+        # batches: one read of the online store covers the batch's new users; Faust acknowledges a batch's
+        # events once the loop body has run for all of them, so a crash mid-batch redelivers the batch
+        async for batch in stream.take_events(settings.batch_max_events, settings.batch_within_s):
+            stored = await rows_to_continue(batch)
+            for event in batch:
+                make_current(event)
+                msg = event.message
+                verdict = guard.check(msg.partition, msg.offset, time.monotonic())
+                if verdict is Verdict.REWIND:
+                    target = guard.expected(msg.partition)
+                    await rewind(msg.tp, target, f"got offset {msg.offset} but the state expects {target} "
+                                                 "(messages skipped by the consumer)")
+                if verdict is Verdict.DUPLICATE:
+                    stats.duplicates += 1
+                    duplicate_count.inc()
+                    continue
+                if verdict is not Verdict.PROCESS:
+                    continue  # acknowledged but not applied: the rewound consumer delivers it again
+                await interaction(event, stored)
+                guard.processed(msg.partition, msg.offset)
 
     @app.agent(items_topic)
     async def items(stream):
@@ -336,7 +381,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                 for user, value in list(sequences.items()):
                     if value and value.get("partition") in owned and user not in pending:
                         s = SequenceState.from_json(value)
-                        pending[user] = UserSequence(user, s.tokens, s.event_count, s.last_event_ms, 0)
+                        pending[user] = UserSequence(user, s.tokens, s.event_count, s.last_event_ms, 0,
+                                                     s.recent_event_ids[-ROW_EVENT_IDS:])
             if not pending:
                 return
             rows = list(pending.values())
@@ -380,6 +426,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
             expected.update(await asyncio.get_running_loop().run_in_executor(
                 None, first_offsets, settings.kafka_bootstrap_servers, topics.interactions, fresh))
         guard.reset(expected, time.monotonic())
+        # at warning level, like the stats line: operators (and the tests) see when a worker starts owning work
+        log.warning("rebalance complete: this worker owns %s partitions %s", topics.interactions, sorted(owned))
 
     @app.timer(interval=2.0)
     async def find_tail_holes():

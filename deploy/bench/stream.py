@@ -6,12 +6,19 @@ broker, real Faust worker processes and the Feast online store (SQLite and Redis
 - event_to_feast_ms: interactions produced at `rate_ev_s`; a poller reads Feast and times when each sampled event
   is visible (produced -> visible), so the figure covers Kafka, Faust, the micro-batched push and the store.
 - item_to_catalogue_ms: items produced to `items`; timed until their SID is readable on the `catalogue` topic.
+- bare_agent_events_per_s: a Faust agent with the worker's settings that only decodes each event
+  (deploy/bench/bare_agent.py), draining the same backlog right before the full worker; `worker_share_of_bare_<store>`
+  is the worker's rate over it.
+- backfill: the dataset's logged past (each user's first 70% of events) through `sidstream backfill`'s path
+  into Feast (offline parquet + materialisation), every row read back: users, events, seconds, mismatches.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import signal
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -24,13 +31,14 @@ from kafka import KafkaConsumer, TopicPartition
 from catalogue.bench import machine_info, percentile
 from catalogue.catalogue import ItemCatalogue, build_catalogue
 from catalogue.datasets import load_sequences
+from deploy.streams import backfill
 from deploy.cli import CommandError
 from deploy.localstack import LocalStack, free_port
 from deploy.settings import StackSettings
 from deploy.streamproc import StreamEnv, WorkerProcess
 from features.store import UserSequenceStore  # feast itself is imported when the store is first used
 from streams.producer import EventProducer
-from streams.replay import RateLimiter
+from streams.replay import RateLimiter, logged_past
 from streams.schemas import InteractionEvent, ItemEvent
 from streams.topics import ensure_topics
 
@@ -83,7 +91,43 @@ class StreamBench:
                 yield InteractionEvent(event_id=f"{prefix}{u}:{position}", user_id=f"{prefix}{u}",
                                        item_id=rng.choice(self.items), action="purchase", ts=now)
 
-    def throughput(self, online_store: str, events: int, timeout_s: float = 600) -> dict:
+    def bare_agent(self, env, events: int, timeout_s: float = 600) -> dict:
+        """Drain the backlog of `env`'s interactions topic with the bare agent (its own consumer group)."""
+        result_path = env.root / "bare-agent.json"
+        agent_env = dict(env.env, SIDSTREAM_FAUST_DATADIR=str(env.root / "faust-bare"))
+        with open(env.root / "bare-agent.log", "a") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "deploy.bench.bare_agent", str(events), str(result_path)],
+                                    env=agent_env, cwd=env.root, stdout=log_file, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not result_path.is_file():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (env.root / "bare-agent.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the bare agent did not drain {events} events:\n{tail}")
+                time.sleep(0.2)
+            result = json.loads(result_path.read_text())
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log(f"bare agent (decode only): {result['events']} events in {result['seconds']:.2f} s: "
+            f"{result['events_per_s']:.0f} events/s")
+        return result
+
+    def backfill(self, dataset: Path, online_store: str, share: float = 0.7) -> dict:
+        env = self._env(f"backfill-{online_store}", online_store)
+        store = UserSequenceStore(env.feature_settings(), repo_dir=env.root / "feast")
+        store.apply()
+        past = logged_past(sequences=load_sequences(dataset), share=share)
+        log(f"[{online_store}] backfilling {len(past):,} past events of {dataset.name} (first {share:.0%} per user)")
+        result = backfill(self.catalogue, past, store)
+        log(f"[{online_store}] backfill: {result['users']:,} users, {result['events']:,} events in "
+            f"{result['seconds']:.1f} s, {result['mismatches']} mismatches")
+        return {"users": result["users"], "events": result["events"], "seconds": result["seconds"],
+                "mismatches": result["mismatches"], "store": online_store, "share": share,
+                "left_out_events": result["left_out_events"]}
+
+    def throughput(self, online_store: str, events: int, timeout_s: float = 600, bare: bool = False) -> dict:
         env = self._env(f"throughput-{online_store}", online_store)
         settings = env.settings()
         ensure_topics(settings)
@@ -93,6 +137,7 @@ class StreamBench:
         for event in self._events("t", users, per_user):
             producer.send(settings.topics.interactions, event)
         producer.close()
+        bare_result = self.bare_agent(env, users * per_user) if bare else None
         store = UserSequenceStore(env.feature_settings(), repo_dir=env.root / "feast")
         workers = self._start_workers(env)
         try:
@@ -123,7 +168,10 @@ class StreamBench:
         rate = users * per_user / seconds
         log(f"[{online_store}] {users * per_user} events through Kafka, Faust and Feast in {seconds:.2f} s: "
             f"{rate:.0f} events/s")
-        return {"events": users * per_user, "seconds": seconds, "events_per_s": rate}
+        out = {"events": users * per_user, "seconds": seconds, "events_per_s": rate}
+        if bare_result is not None:
+            out["bare_agent"] = bare_result
+        return out
 
     def _first_appended_ms(self, topic: str) -> float:
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
@@ -311,9 +359,14 @@ def run(args) -> int:
                 if store == "redis" and not redis_url:
                     log("no Redis: skipping the Redis throughput run")
                     continue
-                t = bench.throughput(store, events)
+                t = bench.throughput(store, events, bare=True)
                 result[f"events_per_s_{store}"] = t["events_per_s"]
                 result[f"throughput_{store}"] = t
+                bare_rate = t["bare_agent"]["events_per_s"]
+                result.setdefault("bare_agent_events_per_s", bare_rate)
+                result[f"worker_share_of_bare_{store}"] = t["events_per_s"] / bare_rate
+                log(f"[{store}] the full worker runs at {t['events_per_s'] / bare_rate:.0%} of the bare agent's rate")
+            result["backfill"] = bench.backfill(args.dataset, "redis" if redis_url else "sqlite")
             result.update(bench.freshness(rate, seconds, items, store=args.freshness_store))
         finally:
             if stack is not None:
@@ -322,7 +375,8 @@ def run(args) -> int:
     result["wall_seconds"] = time.time() - started
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in result if k.startswith(("events_per_s", "event_to", "item_to"))},
+    print(json.dumps({k: result[k] for k in result
+                      if k.startswith(("events_per_s", "event_to", "item_to", "bare_agent", "worker_share", "backfill"))},
                      indent=2))
     log(f"wrote {args.out} in {result['wall_seconds']:.0f} s")
     return 0

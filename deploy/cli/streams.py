@@ -1,4 +1,5 @@
-"""`sidstream produce`: events into the topics (handler: deploy/streams.py)."""
+"""`sidstream produce` (events into the topics) and `sidstream backfill` (logged pasts into Feast); handlers in
+deploy/streams.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,4 +23,22 @@ def register(commands, bench) -> None:
     produce.add_argument("--ratings", default=None, metavar="MAP",
                          help="MovieLens rating -> action mapping (default 1=dislike,2=dislike,3=neutral,4=like,"
                               "5=love)")
+    produce.add_argument("--until", type=float, default=None, metavar="TS",
+                         help="MovieLens: send only the ratings after this Unix time (the rest of a backfill "
+                              "--until TS)")
+    produce.add_argument("--share", type=float, default=None, metavar="F",
+                         help="Amazon: send only each user's events after the first share F (the rest of a "
+                              "backfill --share F)")
     produce.set_defaults(handler="deploy.streams:cmd_produce")
+
+    backfill = commands.add_parser(
+        "backfill", help="load users' logged pasts into the Feast store (offline parquet + materialisation)")
+    backfill.add_argument("--dataset", type=Path, required=True,
+                          help="dataset folder: Amazon sequences.txt or MovieLens u.data")
+    backfill.add_argument("--until", type=float, default=None, metavar="TS",
+                          help="MovieLens: the past is every rating at or before this Unix time (default: all)")
+    backfill.add_argument("--share", type=float, default=None, metavar="F",
+                          help="Amazon (no times): the past is each user's first share F of events (default: all)")
+    backfill.add_argument("--catalogue", type=Path, default=None, help="catalogue folder (default: settings)")
+    backfill.add_argument("--ratings", default=None, metavar="MAP", help="MovieLens rating -> action mapping")
+    backfill.set_defaults(handler="deploy.streams:cmd_backfill")

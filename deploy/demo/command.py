@@ -4,7 +4,8 @@ Steps: local stack (unless SIDSTREAM_KAFKA_BOOTSTRAP_SERVERS points at a cluster
 folder when present: each user's first 70% of events are the logged past, the rest the stream, and 3% of the
 items are held back so they arrive mid-stream as new items; else the synthetic world, whose late-born items are
 the new ones) -> catalogue without the held-back items (cached) -> a quick pretrain on the past (cached per
-catalogue) -> worker, online trainer and Ray Serve as child processes -> the stream replayed into Kafka at
+catalogue) -> the past backfilled into Feast -> worker, online trainer and Ray Serve as child processes (the worker
+continues each user's backfilled row, so the demo's users are served from past + stream) -> the stream replayed into Kafka at
 `--rate`, each new item announced on `items` shortly before its first interaction -> a live view of the
 monitor every few seconds. Ctrl-C (or `--duration`) stops everything it started, in reverse order.
 
@@ -20,17 +21,38 @@ import time
 import uuid
 from pathlib import Path
 
+from catalogue.catalogue import ItemCatalogue
 from catalogue.datasets import is_movielens
 from deploy.cli import CommandError
 from deploy.demo.load import QueryLoad, Replayer
 from deploy.demo.processes import Child, wait_http
-from deploy.demo.worlds import dataset_world, prepare_catalogue, prepare_model, synthetic_world
+from deploy.demo.worlds import World, dataset_world, prepare_catalogue, prepare_model, synthetic_world
 from deploy.localstack import LocalStack, StackError, free_port, port_in_use
 from deploy.monitor.cli import Monitor
 from deploy.monitor.view import render
 from deploy.settings import MonitorSettings, StackSettings
+from deploy.streams import backfill
+from features.settings import FeatureSettings
+from features.store import UserSequenceStore
 from streams.settings import StreamSettings, Topics
 from streams.topics import ensure_topics
+
+
+def backfill_past(world: World, catalogue_dir: Path, feast_repo: Path, log) -> dict:
+    """The world's logged past into the run's Feast store before the worker starts (sidstream backfill's path).
+    The past has no times and its own event ids (`demo-past:<user>:<k>`), apart from the stream's."""
+    multiproc = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+    store = UserSequenceStore(FeatureSettings(feast_repo_path=feast_repo))
+    store.apply()
+    events = [(f"demo-past:{user}:{k}", user, item, action, 0)
+              for user, past in world.past.items() for k, (item, action) in enumerate(past)]
+    result = backfill(ItemCatalogue.load(catalogue_dir), events, store)
+    if not multiproc:  # Feast's import switched prometheus-client to multiprocess mode; the children must not be
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log(f"backfill: {result['users']:,} users' pasts ({result['events']:,} events) in Feast in "
+        f"{result['seconds']:.1f} s ({result['left_out_events']:,} events of held-back items left out, "
+        f"{result['mismatches']} mismatches)")
+    return result
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -96,6 +118,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "PYTHONUNBUFFERED": "1"})
         for kind, name in topics.model_dump().items():
             env[f"SIDSTREAM_TOPICS__{kind.upper()}"] = name
+        backfill_past(world, catalogue_dir, logs / "feast", log)
         registry = logs / "registry"
         cli = [sys.executable, "-m", "deploy.cli"]
         cwd = Path.cwd()

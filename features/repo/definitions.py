@@ -1,19 +1,20 @@
 """The Feast feature repository of sidstream: `feast apply` reads this file.
 
-One entity (the user), one feature view holding each user's token window, written only through a push source
-by the stream workers (online, in micro-batches), and one feature service that serving reads.
+One entity (the user), one feature view holding each user's token window, and one feature service that serving
+reads. The view is written two ways: the stream workers push rows (online, in micro-batches), and
+`sidstream backfill` writes users' logged pasts to the batch source's parquet file and materialises them.
 """
 from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
-from feast.types import Array, Int64
+from feast.types import Array, Int64, String
 from feast.value_type import ValueType
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
               description="a user of the recommender")
 
-# A push source needs a batch source for the offline side; the online store is what sidstream reads.
+# The offline side: `sidstream backfill` writes the logged pasts here; `feast materialize` loads them.
 user_sequence_batch = FileSource(
     name="user_sequence_batch",
     path=str(Path(__file__).parent / "data" / "user_sequence.parquet"),
@@ -31,6 +32,7 @@ user_sequence = FeatureView(
         Field(name="event_count", dtype=Int64),
         Field(name="last_event_ms", dtype=Int64),
         Field(name="pushed_ms", dtype=Int64),
+        Field(name="recent_event_ids", dtype=Array(String)),
     ],
     online=True,
     source=user_sequence_push,

@@ -2,7 +2,7 @@
 import json
 
 from features.settings import FeatureSettings
-from features.store import feature_store_yaml
+from features.store import BACKFILL_YAML, feature_store_yaml, write_repo
 
 
 def _lines(text):
@@ -23,3 +23,11 @@ def test_sqlite_store_lives_in_the_repository(tmp_path):
     assert f"path: {tmp_path / 'data' / 'online_store.db'}" in _lines(text)
     assert "skip_dedup" not in text
 
+
+
+def test_the_backfill_configuration_keeps_feasts_timestamp_check(tmp_path):
+    settings = FeatureSettings(online_store="redis", redis_url="redis://10.0.0.5:6380")
+    repo = write_repo(tmp_path / "feast", settings)
+    assert "skip_dedup: true" in _lines((repo / "feature_store.yaml").read_text())
+    # a backfill must never replace a newer stream row: its materialisation reads the stored timestamps
+    assert "skip_dedup: false" in _lines((repo / BACKFILL_YAML).read_text())

@@ -20,8 +20,11 @@ import numpy as np
 import pytest
 import torch
 
+from catalogue.datasets import load_sequences
+from deploy.streams import backfill
+from features.store import UserSequenceStore
 from streams.producer import EventProducer
-from streams.replay import amazon_events
+from streams.replay import amazon_events, logged_past
 from streams.schemas import ItemEvent
 from streams.topics import ensure_topics
 from tests.integration.stream_harness import (BEAUTY, StreamEnv, WorkerProcess, build_test_catalogue, choose_users,
@@ -313,3 +316,20 @@ def test_new_item_is_recommendable_on_every_replica_within_two_seconds(stack):
     _report("new_item", {"item_id": item_id, "seconds_to_recommendable_by_replica": first_seen})
     assert len(first_seen) == REPLICAS, f"the new item reached only {first_seen} in 30 s"
     assert max(first_seen.values()) <= 2.0, first_seen
+
+
+def test_a_backfilled_user_is_served_with_the_past_before_any_stream_event(stack):
+    """Right after `backfill`, /recommend for a user the stream never saw reports the past in history_events."""
+    sequences = load_sequences(BEAUTY)
+    user = next(u for u in sorted(sequences, key=int, reverse=True)
+                if u not in stack["histories"] and len(sequences[u]) >= 25)
+    store = UserSequenceStore(stack["env"].feature_settings(), repo_dir=stack["root"] / "feast")
+    result = backfill(stack["catalogue"], logged_past(sequences={user: sequences[user]}), store,
+                      stack["settings"].window_events)
+    assert result["users"] == 1 and result["mismatches"] == 0
+    with httpx.Client(base_url=stack["base"], timeout=30) as client:
+        r = client.post("/recommend", json={"user_id": user, "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # all of the past up to the model's window (20 events in this fixture's model), not a new user
+    assert not body["cold_start"] and body["history_events"] == min(len(sequences[user]), 20)

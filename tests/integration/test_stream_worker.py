@@ -1,13 +1,15 @@
 """The stream worker on the real broker and a real Feast store: replayed Beauty interactions become exactly the
-token sequences built directly from the data; bad events are dead-lettered with reasons, none lost."""
+token sequences built directly from the data (a backfilled past continued by the stream too, through SIGKILLs);
+bad events are dead-lettered with reasons, none lost."""
 import json
 import time
 
 import pytest
 
+from deploy.streams import backfill
 from features.store import UserSequenceStore
 from streams.producer import EventProducer
-from streams.replay import amazon_events
+from streams.replay import amazon_events, logged_past
 from streams.schemas import ItemEvent
 from streams.sequencer import build_sequences
 from streams.topics import ensure_topics
@@ -27,6 +29,16 @@ def beauty(tmp_path_factory):
     return out, catalogue, sequences
 
 
+def beauty_replay(services, catalogue, sequences, tmp_path, events: int):
+    """Isolated topics, and the first `events` Beauty interactions with the sequences they must build."""
+    env = StreamEnv(services.kafka_bootstrap, tmp_path)
+    settings = env.settings()
+    ensure_topics(settings)
+    users = choose_users(sequences, events)
+    replay = list(amazon_events({u: sequences[u] for u in users}, limit=events))
+    return env, settings, replay, expected_states(catalogue, replay, settings.window_events)
+
+
 def expected_states(catalogue, events, window):
     sid_of = {item: catalogue.codes_of(item) for item in {e.item_id for e in events}}
     rows = [(e.event_id, e.user_id, e.item_id, e.action, int(e.ts * 1000)) for e in events]
@@ -37,6 +49,12 @@ def worker_interactions(worker: WorkerProcess) -> int:
     """Interactions the worker reported in its last stats line (0 before the first one)."""
     lines = [line for line in worker.tail(200_000).splitlines() if " stats {" in line]
     return json.loads(lines[-1].split(" stats ", 1)[1])["interactions"] if lines else 0
+
+
+def owns_partitions(worker: WorkerProcess) -> bool:
+    """Whether the worker's last rebalance gave it at least one interactions partition."""
+    lines = [line for line in worker.tail(200_000).splitlines() if "rebalance complete:" in line]
+    return bool(lines) and not lines[-1].rstrip().endswith("[]")
 
 
 def mismatches(store: UserSequenceStore, expected) -> int:
@@ -128,58 +146,85 @@ def test_new_item_gets_a_sid_and_becomes_usable(services, beauty, tmp_path):
     assert row.tokens == catalogue.vocab.sid_to_tokens(sid) + [catalogue.vocab.action_token("like")]
 
 
-def test_sigkill_three_times_loses_and_duplicates_nothing(services, beauty, tmp_path):
-    """SIGKILL the worker three times during a 50,000-event replay, restarting each time."""
-    catalogue_dir, catalogue, sequences = beauty
-    env = StreamEnv(services.kafka_bootstrap, tmp_path)
-    settings = env.settings()
-    ensure_topics(settings)
-    users = choose_users(sequences, 50_000)
-    events = list(amazon_events({u: sequences[u] for u in users}, limit=50_000))
-    expected = expected_states(catalogue, events, settings.window_events)
+def replay_through_three_sigkills(env, settings, catalogue_dir, store, events, expected, upfront: int, chunk: int,
+                                  progress: int) -> None:
+    """Send `upfront` events and start the worker; three times wait for `progress` more training examples,
+    SIGKILL the worker, send `chunk` more events and restart it; send the rest; wait until Feast equals
+    `expected`; then check every user's window and event count (zero lost, zero duplicated tokens)."""
     training_end = lambda: len(read_topic(env.bootstrap, settings.topics.training, timeout_s=10))  # noqa: E731
-
     producer = EventProducer(env.bootstrap)
-    for event in events[:25_000]:  # half up front, half while the worker is being killed
+    for event in events[:upfront]:
         producer.send(settings.topics.interactions, event)
     producer.producer.flush()
     worker = WorkerProcess(env, catalogue_dir).start()
-    kills, produced = 0, 25_000
+    kills, produced = 0, upfront
     try:
         while kills < 3:
             before = training_end()
-            wait_for(lambda: training_end() > before + 2000 or f"{training_end()} processed", 180,
+            wait_for(lambda: training_end() > before + progress or f"{training_end()} processed", 180,
                      "the worker to make progress", worker, interval=0.5)
             worker.kill()
             kills += 1
-            chunk = events[produced: produced + 8000]
-            for event in chunk:
+            for event in events[produced: produced + chunk]:
                 producer.send(settings.topics.interactions, event)
             producer.producer.flush()
-            produced += len(chunk)
+            produced = min(len(events), produced + chunk)
             worker = WorkerProcess(env, catalogue_dir, name="w0").start()
         for event in events[produced:]:
             producer.send(settings.topics.interactions, event)
         producer.close()
-        store = UserSequenceStore(env.feature_settings(), repo_dir=tmp_path / "feast")
         wait_for(lambda: mismatches(store, expected) == 0 or f"{mismatches(store, expected)} mismatched users",
                  300, "every sequence to match after three SIGKILLs", worker, interval=2.0)
     finally:
         worker.stop()
-    assert kills == 3
-    # zero lost and zero duplicated tokens: every user's window and event count equal the direct build
     got = store.read(list(expected))
     assert all(got[u].tokens == s.tokens and got[u].event_count == s.event_count for u, s in expected.items())
 
 
-def test_a_second_worker_joining_mid_stream_shares_partitions_and_agrees_with_one(services, beauty, tmp_path):
+def test_sigkill_three_times_loses_and_duplicates_nothing(services, beauty, tmp_path):
+    """SIGKILL the worker three times during a 50,000-event replay, restarting each time."""
     catalogue_dir, catalogue, sequences = beauty
-    env = StreamEnv(services.kafka_bootstrap, tmp_path)
+    env, settings, events, expected = beauty_replay(services, catalogue, sequences, tmp_path, 50_000)
+    store = UserSequenceStore(env.feature_settings(), repo_dir=tmp_path / "feast")
+    # half up front, half while the worker is being killed
+    replay_through_three_sigkills(env, settings, catalogue_dir, store, events, expected, upfront=25_000, chunk=8000,
+                                  progress=2000)
+
+
+def test_backfilled_pasts_continued_by_the_stream_are_exact_through_three_sigkills(services, beauty, tmp_path):
+    """Backfill each user's first half through Feast (offline parquet + materialisation, Redis), replay the rest
+    through a worker SIGKILLed three times: every sequence equals the one built from the whole data."""
+    catalogue_dir, catalogue, sequences = beauty
+    env = StreamEnv(services.kafka_bootstrap, tmp_path, redis_url=services.redis_url,
+                    online_store="redis" if services.redis_url else "sqlite")
     settings = env.settings()
     ensure_topics(settings)
-    users = choose_users(sequences, 10_000)
-    events = list(amazon_events({u: sequences[u] for u in users}, limit=10_000))
-    expected = expected_states(catalogue, events, settings.window_events)
+    data = {u: sequences[u] for u in choose_users(sequences, 30_000)}
+    store = UserSequenceStore(env.feature_settings(), repo_dir=tmp_path / "feast")
+    store.apply()
+    past = logged_past(sequences=data, share=0.5)
+    result = backfill(catalogue, past, store, settings.window_events)
+    assert result["mismatches"] == 0 and result["newer_rows_kept"] == 0
+    assert result["users"] == len({e[1] for e in past}) and result["events"] == len(past)
+    assert (tmp_path / "feast" / "data" / "user_sequence.parquet").is_file()  # the offline store holds the pasts
+
+    stream = list(amazon_events(data, after_share=0.5))
+    assert len(past) + len(stream) == sum(len(s) for s in data.values())
+    # the event at the cut sent again first (a producer that replays a little too much): it must not count twice
+    at_cut = {e[1]: e[0] for e in past}
+    resent = [ev for ev in amazon_events(data) if at_cut.get(ev.user_id) == ev.event_id][:200]
+    expected = expected_states(catalogue, list(amazon_events(data)), settings.window_events)
+    replay_through_three_sigkills(env, settings, catalogue_dir, store, resent + stream, expected,
+                                  upfront=len(stream) // 2, chunk=len(stream) // 8, progress=1000)
+    # the stream continued the stored pasts (the log holds every run of the worker)
+    lines = [line for line in (tmp_path / "worker-w0.log").read_text(errors="replace").splitlines()
+             if " stats {" in line]
+    assert max(json.loads(line.split(" stats ", 1)[1])["continued"] for line in lines) > 0
+
+
+def test_a_second_worker_joining_mid_stream_shares_partitions_and_agrees_with_one(services, beauty, tmp_path):
+    catalogue_dir, catalogue, sequences = beauty
+    env, settings, events, expected = beauty_replay(services, catalogue, sequences, tmp_path, 10_000)
     training_end = lambda: len(read_topic(env.bootstrap, settings.topics.training, timeout_s=10))  # noqa: E731
     first = WorkerProcess(env, catalogue_dir, name="a").start()
     second = None
@@ -192,6 +237,9 @@ def test_a_second_worker_joining_mid_stream_shares_partitions_and_agrees_with_on
         wait_for(lambda: training_end() > 1_000 or f"{training_end()} processed", 180,
                  "the first worker to make progress", first, interval=0.5)
         second = WorkerProcess(env, catalogue_dir, name="b").start()
+        # the rest is sent only once the second worker owns partitions: on a busy machine its start-up alone
+        # can outlast the ~20 s of sending, and the first worker would then have handled every event
+        wait_for(lambda: owns_partitions(second) or "no partitions yet", 180, "the second worker to join", second)
         for start in range(5_000, len(events), 250):  # over ~20 s, so the join lands mid-stream
             for event in events[start:start + 250]:
                 producer.send(settings.topics.interactions, event)

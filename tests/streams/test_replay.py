@@ -1,4 +1,7 @@
-from streams.replay import RateLimiter, amazon_events, item_events
+import pytest
+
+from catalogue.datasets import Rating
+from streams.replay import RateLimiter, amazon_events, item_events, logged_past, past_length, rated_events
 
 
 def test_amazon_replay_interleaves_users_and_keeps_each_users_order():
@@ -71,3 +74,35 @@ def test_at_event_time_waits_for_each_events_time():
               for k, ts in enumerate([99.0, 101.5, 101.5, 104.0])]
     assert [e.event_id for e in at_event_time(events, clock=lambda: now[0], sleep=sleep)] == ["0", "1", "2", "3"]
     assert slept == [1.5, 2.5]
+
+
+def test_a_backfill_cut_by_time_and_the_replay_after_it_split_the_ratings_exactly():
+    ratings = [Rating("1", "a", 5, 100, "love"), Rating("1", "b", 2, 200, "dislike"), Rating("2", "a", 4, 200, "like"),
+               Rating("2", "c", 3, 300, "neutral"), Rating("1", "c", 4, 300, "like")]
+    past = logged_past(ratings=ratings, until=200)
+    stream = list(rated_events(ratings, start_ts=0, after=200))
+    # the two ratings at the cut (t=200) are in the past only; every rating is on exactly one side
+    assert sorted(e[0] for e in past) == ["ml:1:a", "ml:1:b", "ml:2:a"]
+    assert [e.event_id for e in stream] == ["ml:1:c", "ml:2:c"]
+    assert ("ml:1:b", "1", "b", "dislike", 200_000) in past
+    assert len(logged_past(ratings=ratings)) == 5
+
+
+def test_a_backfill_cut_by_position_and_the_replay_after_it_split_each_user_exactly():
+    seqs = {"1": ["a", "b", "c", "d"], "2": ["x", "y"], "3": ["p"]}
+    past = logged_past(sequences=seqs, share=0.5)
+    stream = list(amazon_events(seqs, start_ts=0, after_share=0.5))
+    assert sorted(e[0] for e in past) == ["1:0", "1:1", "2:0"]  # round(0.5 * 1) is 0: user 3 is all stream
+    assert sorted(e.event_id for e in stream) == ["1:2", "1:3", "2:1", "3:0"]
+    assert {e[0] for e in past} | {e.event_id for e in stream} == {e.event_id for e in amazon_events(seqs)}
+    assert all(e[4] == 0 for e in past)  # Amazon events have no times
+
+
+def test_a_cut_that_does_not_fit_the_data_is_refused():
+    with pytest.raises(ValueError, match="share"):
+        logged_past(ratings=[Rating("1", "a", 5, 100, "love")], share=0.5)
+    with pytest.raises(ValueError, match="until"):
+        logged_past(sequences={"1": ["a"]}, until=5)
+    with pytest.raises(ValueError, match="within"):
+        logged_past(sequences={"1": ["a"]}, share=1.5)
+    assert past_length(10, 0.7) == 7
