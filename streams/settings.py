@@ -33,7 +33,8 @@ class WorkerSettings(StreamSettings):
     feast_flush_interval_s: float = 0.05  # micro-batch period of pushes to the Feast online store
     feast_flush_rows: int = 1000
     # The interactions agent takes events in batches (at most this many, waiting at most this long for more):
-    # one read of the online store per batch fetches the stored rows of the users the worker has no state of
+    # one read of the online store per batch fetches the stored rows of the users the worker has no state of;
+    # 1 (or 0): event by event, one read per first-seen user
     batch_max_events: int = 1000
     batch_within_s: float = 0.01
     # longest the broker may hold the worker's fetch when it has nothing new (Faust's own is 1,500 ms, which

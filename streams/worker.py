@@ -319,28 +319,35 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
         except Exception as exc:  # e.g. the partition was revoked meanwhile; the guard asks again later
             log.warning("rewind of %s to %d failed (%s); it is retried", tp, offset, exc)
 
+    async def apply(event, stored: dict[str, UserSequence | None]) -> None:
+        make_current(event)
+        msg = event.message
+        verdict = guard.check(msg.partition, msg.offset, time.monotonic())
+        if verdict is Verdict.REWIND:
+            target = guard.expected(msg.partition)
+            await rewind(msg.tp, target, f"got offset {msg.offset} but the state expects {target} "
+                                         "(messages skipped by the consumer)")
+        if verdict is Verdict.DUPLICATE:
+            stats.duplicates += 1
+            duplicate_count.inc()
+            return
+        if verdict is not Verdict.PROCESS:
+            return  # acknowledged but not applied: the rewound consumer delivers it again
+        await interaction(event, stored)
+        guard.processed(msg.partition, msg.offset)
+
     @app.agent(interactions_topic)
     async def interactions(stream):
+        if settings.batch_max_events <= 1:  # event by event: a stored-row read per first-seen user
+            async for event in stream.events():
+                await apply(event, await rows_to_continue([event]))
+            return
         # batches: one read of the online store covers the batch's new users; Faust acknowledges a batch's
         # events once the loop body has run for all of them, so a crash mid-batch redelivers the batch
         async for batch in stream.take_events(settings.batch_max_events, settings.batch_within_s):
             stored = await rows_to_continue(batch)
             for event in batch:
-                make_current(event)
-                msg = event.message
-                verdict = guard.check(msg.partition, msg.offset, time.monotonic())
-                if verdict is Verdict.REWIND:
-                    target = guard.expected(msg.partition)
-                    await rewind(msg.tp, target, f"got offset {msg.offset} but the state expects {target} "
-                                                 "(messages skipped by the consumer)")
-                if verdict is Verdict.DUPLICATE:
-                    stats.duplicates += 1
-                    duplicate_count.inc()
-                    continue
-                if verdict is not Verdict.PROCESS:
-                    continue  # acknowledged but not applied: the rewound consumer delivers it again
-                await interaction(event, stored)
-                guard.processed(msg.partition, msg.offset)
+                await apply(event, stored)
 
     @app.agent(items_topic)
     async def items(stream):
