@@ -2,6 +2,7 @@
 and the integration tests)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,6 +96,11 @@ class WorkerProcess:
                 self.kill()
         if hasattr(self, "log"):
             self.log.close()
+
+    def last_stats(self) -> dict:
+        """The worker's last stats line (every 10 s; empty before the first)."""
+        lines = [line for line in self.tail(10_000_000).splitlines() if " stats {" in line]
+        return json.loads(lines[-1].split(" stats ", 1)[1]) if lines else {}
 
     def tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""

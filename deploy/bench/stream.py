@@ -161,6 +161,7 @@ class StreamBench:
             if done_at is None:
                 raise RuntimeError(f"[{online_store}] not all rows visible after {timeout_s:.0f} s")
             first_appended = self._first_appended_ms(settings.topics.training) / 1000
+            handled = self._per_worker_events(workers, users * per_user)
         finally:
             for w in workers:
                 w.stop()
@@ -168,10 +169,24 @@ class StreamBench:
         rate = users * per_user / seconds
         log(f"[{online_store}] {users * per_user} events through Kafka, Faust and Feast in {seconds:.2f} s: "
             f"{rate:.0f} events/s")
-        out = {"events": users * per_user, "seconds": seconds, "events_per_s": rate}
+        per_worker = [round(n / seconds, 1) for n in handled]
+        if len(workers) > 1:
+            log(f"[{online_store}] per worker: {', '.join(f'{r:.0f}' for r in per_worker)} events/s")
+        out = {"events": users * per_user, "seconds": seconds, "events_per_s": rate,
+               "per_worker_events": handled, "per_worker_events_per_s": per_worker}
         if bare_result is not None:
             out["bare_agent"] = bare_result
         return out
+
+    @staticmethod
+    def _per_worker_events(workers, events: int, timeout_s: float = 12.0) -> list[int]:
+        """Events each worker handled, from their stats lines (one every 10 s: waits for lines covering all)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            handled = [w.last_stats().get("interactions", 0) for w in workers]
+            if sum(handled) >= events or time.monotonic() > deadline:
+                return handled
+            time.sleep(0.5)
 
     def _first_appended_ms(self, topic: str) -> float:
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
@@ -365,7 +380,8 @@ def run(args) -> int:
                 bare_rate = t["bare_agent"]["events_per_s"]
                 result.setdefault("bare_agent_events_per_s", bare_rate)
                 result[f"worker_share_of_bare_{store}"] = t["events_per_s"] / bare_rate
-                log(f"[{store}] the full worker runs at {t['events_per_s'] / bare_rate:.0%} of the bare agent's rate")
+                log(f"[{store}] the full worker(s) ran at {t['events_per_s'] / bare_rate:.0%} of the bare agent's "
+                    "rate")
             result["backfill"] = bench.backfill(args.dataset, "redis" if redis_url else "sqlite")
             result.update(bench.freshness(rate, seconds, items, store=args.freshness_store))
         finally:

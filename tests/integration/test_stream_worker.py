@@ -47,8 +47,7 @@ def expected_states(catalogue, events, window):
 
 def worker_interactions(worker: WorkerProcess) -> int:
     """Interactions the worker reported in its last stats line (0 before the first one)."""
-    lines = [line for line in worker.tail(200_000).splitlines() if " stats {" in line]
-    return json.loads(lines[-1].split(" stats ", 1)[1])["interactions"] if lines else 0
+    return worker.last_stats().get("interactions", 0)
 
 
 def owns_partitions(worker: WorkerProcess) -> bool:
