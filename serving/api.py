@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 import hmac
 
 ORDERS = ("logprob", "value", "expected_value")
@@ -23,6 +23,18 @@ MAX_WEIGHTS = 32
 MAX_PREFIX = 8  # codes; longer than any SID this project builds (the service checks the real length)
 MAX_CODE = 1 << 20
 ID_PATTERN = r"^[^\x00-\x1f]+$"  # ids are printable text: no control characters
+
+
+def _json_number(value):
+    """What JSON Schema calls a number (an integer field also takes 3.0): never a boolean or a string, which
+    pydantic's lax mode would turn into one (`false` into 0) although the schema refuses them."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+JsonNumber = Annotated[float, BeforeValidator(_json_number)]
 
 
 class RequestError(ValueError):
@@ -58,13 +70,13 @@ def request_models(max_k: int = 100, max_history_events: int = 200, max_user_id_
     """(RecommendRequest, HistoryRecommendRequest) with these limits in their fields (and so in the schema)."""
     config = ConfigDict(extra="forbid")
     common = {
-        "k": (int, Field(10, ge=1, le=max_k, description=_COMMON_DOC["k"])),
-        "exclude_seen": (bool, Field(True, description=_COMMON_DOC["exclude_seen"])),
-        "value_weights": (dict[str, float] | None, Field(None, max_length=MAX_WEIGHTS,
+        "k": (JsonInt, Field(10, ge=1, le=max_k, description=_COMMON_DOC["k"])),
+        "exclude_seen": (StrictBool, Field(True, description=_COMMON_DOC["exclude_seen"])),
+        "value_weights": (dict[str, JsonNumber] | None, Field(None, max_length=MAX_WEIGHTS,
                                                          description=_COMMON_DOC["value_weights"])),
         "order_by": (Order | None, Field(None, description=_COMMON_DOC["order_by"])),
         "channels": (Channels | None, Field(None, description=_COMMON_DOC["channels"])),
-        "sid_prefix": (list[Annotated[int, Field(ge=0, le=MAX_CODE)]] | None,
+        "sid_prefix": (list[Annotated[JsonInt, Field(ge=0, le=MAX_CODE)]] | None,
                        Field(None, min_length=1, max_length=MAX_PREFIX, description=_COMMON_DOC["sid_prefix"])),
     }
     recommend = create_model(

@@ -102,11 +102,16 @@ def create_app(settings: ServingSettings, backend):
     metrics = service.metrics
     app = FastAPI(title="sidstream recommendations", version="1", description=DESCRIPTION)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    bearer = HTTPBearer(auto_error=False, description="the API key (only when one is configured)")
+    # The OpenAPI document declares what the app does: bearer authentication (and its 401) only on an app with
+    # an API key; without one, no route asks for a header it would ignore
+    bearer = HTTPBearer(auto_error=False, description="the API key (SIDSTREAM_API_KEY)")
 
     def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         header = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
         check_bearer(header, settings.api_key)
+
+    guarded = [Depends(authorize)] if settings.api_key else []
+    auth_errors = {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if settings.api_key else {}
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
@@ -128,8 +133,11 @@ def create_app(settings: ServingSettings, backend):
         metrics.requests.labels(request.url.path, "503").inc()
         return JSONResponse({"detail": f"not ready: {exc}"}, status_code=503)
 
-    errors = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"description": "invalid request"},
-              503: {"model": ErrorResponse}}
+    # every status a POST route can answer besides 200: an unreadable body or Content-Length (400, the body
+    # limit's answer), a body over the limit (413), a request the schema refuses (422), no model yet (503)
+    errors = {400: {"model": ErrorResponse, "description": "unreadable body or Content-Length"},
+              **auth_errors, 413: {"model": ErrorResponse, "description": "body over the size limit"},
+              422: {"description": "invalid request"}, 503: {"model": ErrorResponse, "description": "no model yet"}}
 
     async def answer(route: str, request, response: Response) -> dict:
         started = time.perf_counter()
@@ -148,13 +156,13 @@ def create_app(settings: ServingSettings, backend):
         # FastAPI's per-request re-validation of it
         return JSONResponse(result, headers=dict(response.headers))
 
-    @app.post("/recommend", response_model=RecommendResponse, responses=errors, dependencies=[Depends(authorize)],
+    @app.post("/recommend", response_model=RecommendResponse, responses=errors, dependencies=guarded,
               summary="top-k items for a user (history read from the online store)")
     async def recommend(body: RecommendRequest, response: Response):
         return await answer("/recommend", body, response)
 
     @app.post("/recommend/history", response_model=RecommendResponse, responses=errors,
-              dependencies=[Depends(authorize)], summary="top-k items for an explicit history")
+              dependencies=guarded, summary="top-k items for an explicit history")
     async def recommend_history(body: HistoryRecommendRequest, response: Response):
         return await answer("/recommend/history", body, response)
 
@@ -169,7 +177,7 @@ def create_app(settings: ServingSettings, backend):
             return JSONResponse(_health(service, "not ready"), status_code=503)
         return _health(service, "ready")
 
-    @app.get("/metrics", dependencies=[Depends(authorize)], responses={200: {"content": {"text/plain": {}}}},
+    @app.get("/metrics", dependencies=guarded, responses={200: {"content": {"text/plain": {}}}, **auth_errors},
              response_class=Response, summary="Prometheus metrics of this replica")
     async def prometheus():
         return Response(metrics.render(), media_type=metrics.content_type)

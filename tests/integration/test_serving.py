@@ -11,6 +11,8 @@
 """
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -333,3 +335,13 @@ def test_a_backfilled_user_is_served_with_the_past_before_any_stream_event(stack
     body = r.json()
     # all of the past up to the model's window (20 events in this fixture's model), not a new user
     assert not body["cold_start"] and body["history_events"] == min(len(sequences[user]), 20)
+
+
+def test_schemathesis_finds_no_failure_against_the_live_app(stack):
+    """schemathesis itself, as a user would run it (`st run` with serving/schemathesis.toml), against the running
+    Ray Serve app through its ingress: no 5xx, and every answer is one the OpenAPI document declares."""
+    config = Path(__file__).resolve().parents[2] / "serving" / "schemathesis.toml"
+    result = subprocess.run([str(Path(sys.executable).with_name("st")), "--no-color", "--config-file", str(config),
+                             "run", f"{stack['base']}/openapi.json", "--max-examples", "10", "--request-timeout", "60"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0 and "No issues found" in result.stdout, result.stdout[-6000:] + result.stderr[-2000:]

@@ -1,6 +1,7 @@
-"""Property-based fuzz of the HTTP API from its own OpenAPI schema (in the spirit of schemathesis, which is not
-installed): for every operation, bodies generated from the request schema (valid ones) and mutated or arbitrary
-bodies (invalid ones) never get a 5xx; 200 responses conform to the response schema."""
+"""Property-based fuzz of the HTTP API from its own OpenAPI schema, in-process (no server): for every operation,
+bodies generated from the request schema (valid ones) and mutated or arbitrary bodies (invalid ones) never get a
+5xx; 200 responses conform to the response schema. schemathesis itself runs against the live app in
+tests/integration/test_serving.py."""
 import json
 
 import jsonschema

@@ -167,3 +167,36 @@ def test_haproxy_binary_honours_an_explicit_path(monkeypatch, tmp_path):
     assert haproxy_binary() is None
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path))  # a directory is not a binary
     assert haproxy_binary() is None
+
+
+def test_openapi_declares_bearer_auth_only_when_a_key_is_set_and_every_status(tmp_path):
+    """Without a key no route asks for a header it would ignore; with one, the guarded routes declare the bearer
+    scheme and their 401. Every POST route documents 400 (unreadable body), 413, 422 and 503."""
+    client, _ = make_client(tmp_path / "open")
+    open_schema = client.get("/openapi.json").json()
+    assert "securitySchemes" not in open_schema.get("components", {})
+    for path in ("/recommend", "/recommend/history"):
+        post = open_schema["paths"][path]["post"]
+        assert "security" not in post and "401" not in post["responses"]
+        assert {"200", "400", "413", "422", "503"} <= set(post["responses"])
+    assert client.post("/recommend", content=b"{not json", headers={"content-type": "application/json",
+                                                                     "content-length": "x"}).status_code == 400
+    keyed, _ = make_client(tmp_path / "keyed", api_key="s3cret")
+    keyed_schema = keyed.get("/openapi.json").json()
+    assert keyed_schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, method in (("/recommend", "post"), ("/recommend/history", "post"), ("/metrics", "get")):
+        operation = keyed_schema["paths"][path][method]
+        assert operation["security"] == [{"HTTPBearer": []}] and "401" in operation["responses"]
+    assert "security" not in keyed_schema["paths"]["/healthz"]["get"]
+
+
+def test_json_types_are_not_coerced(tmp_path):
+    """The schema says integer, number, boolean: `false`, "3" or 1 in their place are refused (pydantic's lax mode
+    would take them), while 3.0 is an integer as JSON Schema has it."""
+    client, _ = make_client(tmp_path)
+    for body in ({"user_id": "alice", "k": False}, {"user_id": "alice", "k": "3"},
+                 {"user_id": "alice", "sid_prefix": [True]}, {"user_id": "alice", "exclude_seen": 1},
+                 {"user_id": "alice", "value_weights": {"like": True}}):
+        r = client.post("/recommend", json=body)
+        assert r.status_code == 422, (body, r.text)
+    assert client.post("/recommend", json={"user_id": "alice", "k": 3.0}).status_code == 200
