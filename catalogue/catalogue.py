@@ -136,6 +136,11 @@ class ItemCatalogue:
         """The item a generated SID names; None for a well-formed SID no item holds; ValueError if malformed."""
         return self.trie.item_at(self.vocab.tokens_to_sid(tokens))
 
+    def sid_map(self) -> dict[str, tuple[int, ...]]:
+        """Every item's SID codes, as the stream worker and a backfill look them up."""
+        ids, codes = self.codes_matrix()
+        return dict(zip(ids, map(tuple, codes.tolist())))
+
     def codes_matrix(self) -> tuple[list[str], np.ndarray]:
         ids = self.item_ids
         slots = [self.trie._slot_of[i] for i in ids]

@@ -50,9 +50,8 @@ def backfill(catalogue: ItemCatalogue, events: list[PastEvent], store: UserSeque
     """Fold the past into rows, write them through Feast (offline + materialise), and read every one back.
     Returns UserSequenceStore.backfill's figures plus `left_out_events` (items not in the catalogue) and
     `mismatches` (rows read back different from those written, the users whose newer rows were kept aside)."""
-    ids, codes = catalogue.codes_matrix()
-    sid_of = dict(zip(ids, map(tuple, codes.tolist())))
-    rows, left_out = backfill_rows(catalogue.vocab, sid_of, events, window_events or WorkerSettings().window_events)
+    rows, left_out = backfill_rows(catalogue.vocab, catalogue.sid_map(), events,
+                                   window_events or WorkerSettings().window_events)
     result = store.backfill(rows)
     got = store.read([r.user_id for r in rows]) if rows else {}
     differ = [r.user_id for r in rows if got[r.user_id] is None or got[r.user_id].tokens != r.tokens

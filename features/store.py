@@ -66,6 +66,20 @@ def _aware(stamp: datetime) -> datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
 
 
+def _frame(rows: Sequence[UserSequence], stamps, pushed_ms: int | None = None) -> pd.DataFrame:
+    """Rows as the feature view's columns (the push source's and the batch source's shape); `pushed_ms` fills
+    rows that carry none."""
+    return pd.DataFrame({
+        "user_id": [r.user_id for r in rows],
+        "tokens": [list(r.tokens) for r in rows],
+        "event_count": [int(r.event_count) for r in rows],
+        "last_event_ms": [int(r.last_event_ms) for r in rows],
+        "pushed_ms": [int(r.pushed_ms or pushed_ms or 0) for r in rows],
+        "recent_event_ids": [list(r.recent_event_ids) for r in rows],
+        "event_timestamp": stamps,
+    })
+
+
 def _row_stamp(row: UserSequence) -> datetime:
     """A backfilled row's Feast timestamp: its newest event's time, or the epoch's first second when unknown."""
     return datetime.fromtimestamp(max(int(row.last_event_ms), 1000) / 1000, tz=timezone.utc)
@@ -134,16 +148,8 @@ class UserSequenceStore:
         """The same rows through the push source (`FeatureStore.push`, online only)."""
         from feast.data_source import PushMode  # lazy: feast
 
-        now_ms = int(time.time() * 1000)
-        frame = pd.DataFrame({
-            "user_id": [r.user_id for r in rows],
-            "tokens": [[int(t) for t in r.tokens] for r in rows],
-            "event_count": [int(r.event_count) for r in rows],
-            "last_event_ms": [int(r.last_event_ms) for r in rows],
-            "pushed_ms": [int(r.pushed_ms or now_ms) for r in rows],
-            "recent_event_ids": [list(r.recent_event_ids) for r in rows],
-            "event_timestamp": pd.Timestamp.now(tz="UTC"),  # write time: see push()
-        })
+        # stamped with the write time: see push()
+        frame = _frame(rows, pd.Timestamp.now(tz="UTC"), pushed_ms=int(time.time() * 1000))
         self._fs.push(USER_SEQUENCE_PUSH, frame, to=PushMode.ONLINE)
         return len(rows)
 
@@ -172,15 +178,7 @@ class UserSequenceStore:
                 f"{', '.join(sorted(newer)[:3])}): Feast's SQLite store cannot skip older writes per row, so a "
                 "backfill would overwrite them. Backfill before the stream starts, or use the Redis store "
                 "(SIDSTREAM_ONLINE_STORE=redis), which keeps the newer rows.")
-        frame = pd.DataFrame({
-            "user_id": [r.user_id for r in rows],
-            "tokens": [[int(t) for t in r.tokens] for r in rows],
-            "event_count": [int(r.event_count) for r in rows],
-            "last_event_ms": [int(r.last_event_ms) for r in rows],
-            "pushed_ms": [int(r.pushed_ms) for r in rows],
-            "recent_event_ids": [list(r.recent_event_ids) for r in rows],
-            "event_timestamp": pd.to_datetime(stamps, utc=True),
-        })
+        frame = _frame(rows, pd.to_datetime(stamps, utc=True))
         path = self.repo_dir / "data" / "user_sequence.parquet"
         tmp = path.with_suffix(".parquet.tmp")
         frame.to_parquet(tmp, index=False)

@@ -64,10 +64,10 @@ def check_interaction(value: bytes, key: bytes | None, vocab: Vocabulary,
     codes = sid_of.get(event.item_id)
     if codes is None:
         return Waiting(event)
-    return Accepted(event, tokens_of(vocab, event, codes))
+    return Accepted(event, _tokens(vocab, event, codes))
 
 
-def tokens_of(vocab: Vocabulary, event: InteractionEvent, codes: tuple[int, ...]) -> list[int]:
+def _tokens(vocab: Vocabulary, event: InteractionEvent, codes: tuple[int, ...]) -> list[int]:
     return event_tokens(vocab, codes, event.action, tuple(event.context.values()) if event.context else ())
 
 
@@ -76,7 +76,7 @@ def after_waiting(vocab: Vocabulary, event: InteractionEvent, codes: tuple[int, 
     """A `Waiting` event once the wait is over: accepted with the item's SID, or refused if it never came."""
     if codes is None:
         return Refused(f"unknown item: {event.item_id!r} not in the catalogue after {waited_s:g} s")
-    return Accepted(event, tokens_of(vocab, event, codes))
+    return Accepted(event, _tokens(vocab, event, codes))
 
 
 def users_to_read(keys: Iterable[bytes | None], has_state: Callable[[str], bool]) -> list[str]:

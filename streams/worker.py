@@ -97,10 +97,7 @@ class CatalogueView:
     def __init__(self, catalogue: ItemCatalogue):
         self.catalogue = catalogue
         self.lock = threading.Lock()
-        self.sid_of: dict[str, tuple[int, ...]] = {}
-        ids, codes = catalogue.codes_matrix()
-        for item_id, row in zip(ids, codes.tolist()):
-            self.sid_of[item_id] = tuple(row)
+        self.sid_of: dict[str, tuple[int, ...]] = catalogue.sid_map()
 
     def apply(self, change: CatalogueChange) -> ChangeOutcome:
         with self.lock:

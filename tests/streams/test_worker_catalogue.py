@@ -1,8 +1,6 @@
 """The stream worker's catalogue view: topic values -> apply_catalogue_change on the worker's trie and SID map."""
 import json
 
-import numpy as np
-
 from catalogue.trie import SidTrie
 from catalogue.vocab import Vocabulary
 from streams.worker import CatalogueView, WorkerStats
@@ -17,9 +15,8 @@ class TinyCatalogue:  # the parts of catalogue.catalogue.ItemCatalogue the view 
         for item, codes in items.items():
             self.trie.insert(item, codes)
 
-    def codes_matrix(self):
-        ids = self.trie.item_ids()
-        return ids, np.array([self.trie.codes_of(i) for i in ids], dtype=np.int64).reshape(len(ids), 3)
+    def sid_map(self):
+        return {i: tuple(self.trie.codes_of(i)) for i in self.trie.item_ids()}
 
 
 def entry(item, sid, version=VOCAB.version):
