@@ -34,6 +34,15 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, *, one_group: 
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
 
 
+def grow_state(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> None:
+    """Zero-pad the optimiser's per-element state (Adam's moments) of a parameter whose rows grew in place."""
+    state = optimizer.state.get(param, {})
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.dim() and value.shape[1:] == param.shape[1:] \
+                and value.shape[0] < param.shape[0]:
+            state[key] = torch.cat([value, value.new_zeros(param.shape[0] - value.shape[0], *value.shape[1:])])
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

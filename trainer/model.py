@@ -26,6 +26,12 @@ tokens of its own event so far (`event_ends` lists the tokens that close an even
 last SID token, where the action is predicted, then carries the whole item in one vector, and an action
 token carries (item, action): attention can compare the item at hand with the user's past items and their
 actions in one hop, instead of first having to assemble each item from its separate tokens.
+
+And the item's own identity (`item_input`): the token that closes an event (its action) also gets the item's
+learned residual row, the one its dense vector has. Codes are shared by many items, so without it a history
+item is only the sum of its codes; with it the model reads each past item as SASRec does (an embedding of
+its own, tied to the output side), and a new item with no row is read by its codes alone. Beam decoding never
+feeds an action token, so only `hidden` and `prefill` look the rows up.
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ class ModelConfig:
     # the dense channel: items with a learned residual row (0 = no dense head: models saved before it)
     dense_items: int = 0
     sid_length: int = 0  # SID tokens per item, for the composed item vectors
+    # add an item's residual row to the input of the token that closes its event (False: models saved before it)
+    item_input: bool = False
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2:
@@ -65,6 +73,8 @@ class ModelConfig:
             raise ValueError(f"event_ends {self.event_ends} must be token ids below vocab_size {self.vocab_size}")
         if self.dense_items < 0 or (self.dense_items and self.sid_length < 1):
             raise ValueError(f"dense_items={self.dense_items} needs sid_length >= 1, got {self.sid_length}")
+        if self.item_input and not (self.dense_items and self.event_ends):
+            raise ValueError("item_input needs the dense head's residual rows (dense_items) and event_ends")
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -310,7 +320,8 @@ class Transformer(nn.Module):
         T = tokens.shape[1]
         self._check_length(T)
         positions = torch.arange(T, device=tokens.device)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None] + self._event_context(tokens))
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None] + self._event_context(tokens)
+                      + self._item_input(tokens))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
@@ -348,11 +359,36 @@ class Transformer(nn.Module):
 
     def residual_rows(self, sid_tokens: torch.Tensor) -> torch.Tensor:
         """The residual row [N] of each item named by its SID tokens [N, L]; -1 for an item trained without one."""
-        table = _sid_keys(self.item_sid_tokens, self.config.vocab_size)
-        order = torch.argsort(table)
+        sorted_keys, order = self._sorted_item_keys()
         keys = _sid_keys(sid_tokens, self.config.vocab_size)
-        at = torch.searchsorted(table[order], keys).clamp(max=len(order) - 1)
-        return torch.where(table[order][at] == keys, order[at], torch.full_like(keys, -1))
+        at = torch.searchsorted(sorted_keys, keys).clamp(max=len(order) - 1)
+        return torch.where(sorted_keys[at] == keys, order[at], torch.full_like(keys, -1))
+
+    def add_item_rows(self, sid_tokens: torch.Tensor) -> int:
+        """Zero residual rows for the items named by SID tokens [N, L] that have none (items that arrived after
+        training, now seen by the online trainer); returns how many were added. The parameter keeps its
+        identity (its data grows), so an optimiser holding it needs its state grown too (`grow_state`)."""
+        new = torch.unique(sid_tokens[self.residual_rows(sid_tokens) < 0], dim=0)
+        if not len(new):
+            return 0
+        weight = self.item_residual.weight
+        weight.data = torch.cat([weight.data, weight.data.new_zeros(len(new), weight.shape[1])])
+        self.item_residual.num_embeddings = weight.shape[0]
+        self.item_sid_tokens = torch.cat([self.item_sid_tokens, new.to(self.item_sid_tokens)])
+        self.config.dense_items = weight.shape[0]
+        return len(new)
+
+    def _sorted_item_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual rows' SID keys, sorted, and their order; sorted again only when `item_sid_tokens`
+        changed (loading, a catalogue set-up), since every forward with `item_input` looks rows up."""
+        tokens = self.item_sid_tokens
+        stamp = (tokens.data_ptr(), tokens._version, tuple(tokens.shape))
+        if getattr(self, "_item_keys_stamp", None) != stamp:
+            table = _sid_keys(tokens, self.config.vocab_size)
+            order = torch.argsort(table)
+            self._item_keys = (table[order], order)
+            self._item_keys_stamp = stamp
+        return self._item_keys
 
     # ----- decoding
     def prefill(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
@@ -369,7 +405,7 @@ class Transformer(nn.Module):
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
         self._check_length(int(positions.max()) + 1)
         context = self._event_context(tokens, valid)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions) + context)
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions) + context + self._item_input(tokens))
         cache = KVCache(self.config.n_layers)
         cache.valid = valid
         cache.next_position = valid.long().sum(1)
@@ -385,6 +421,8 @@ class Transformer(nn.Module):
         which is extended in place with their keys and values."""
         if not cache.group:
             raise ValueError("decode extends beams: expand the prefilled cache first")
+        if self.config.item_input and bool(self.is_event_end[tokens].any()):
+            raise ValueError("decode extends beams by SID tokens; an event's end (with its item input) needs prefill")
         T = tokens.shape[1]
         positions = cache.next_position[:, None] + torch.arange(T, device=tokens.device)
         self._check_length(int(positions.max()) + 1)
@@ -425,6 +463,21 @@ class Transformer(nn.Module):
         if carry is not None:  # tokens before this call's first end continue the open event
             context = context + carry[:, None, :] * (before < 0)[..., None]
         return context
+
+    def _item_input(self, tokens: torch.Tensor) -> torch.Tensor | float:
+        """The residual row of the item each event-end token closes (the item its L tokens before spell), at
+        that token [B, T, d]; zero where the L tokens are no trained item (BOS, padding, a new item)."""
+        L = self.config.sid_length
+        if not self.config.item_input or tokens.shape[1] <= L:
+            return 0.0
+        ends = self.is_event_end[tokens]
+        ends[:, :L] = False
+        b, t = torch.nonzero(ends, as_tuple=True)
+        sids = tokens[b[:, None], t[:, None] + torch.arange(-L, 0, device=tokens.device)]  # [n, L]
+        rows = self.residual_rows(sids)
+        known = rows >= 0
+        out = self.item_residual.weight.new_zeros(*tokens.shape, self.config.d_model)
+        return out.index_put((b[known], t[known]), self.item_residual(rows[known]))
 
     def _open_event_sum(self, tokens: torch.Tensor, context: torch.Tensor | float) -> torch.Tensor | None:
         """The event-context sum each row carries into its next token: zero after an event's end."""

@@ -24,12 +24,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from catalogue.vocab import VocabularyError
 from streams.schemas import TrainingExample, parse
 from trainer import registry as model_files
 from trainer.data import Batch, dense_cross_entropy, level_cross_entropy, token_spans
 from trainer.generation import GenerationConfig, GenerationEngine
 from trainer.item_index import build_item_index
-from trainer.loop import adamw, optimizer_step, set_lr
+from trainer.loop import adamw, grow_state, optimizer_step, set_lr
 from trainer.model_registry import write_pointer
 from trainer.overrides import apply_overrides
 
@@ -263,6 +264,7 @@ class OnlineTrainer:
         self.step = 0
         self.events = 0
         self.steps_since_publish = 0
+        self.new_item_rows = 0  # residual rows given to items that arrived after the model's training
         self.last_publish = clock()
         torch.manual_seed(self.config.seed)
 
@@ -335,8 +337,30 @@ class OnlineTrainer:
             targets[row, : len(w) - 1] = w[1:]
         return Batch(inputs, targets, self.token_weight[targets])
 
+    def give_new_items_rows(self, windows: Sequence[Sequence[int]]) -> int:
+        """Residual rows for the trie's items these windows name that the model has none for (they arrived
+        after its training): from now on each learns its own, as a trained item has. Returns how many."""
+        L, group = self.vocab.sid_length, self.group
+        sids = {tuple(w[start : start + L]) for w in windows for start in range(1, len(w) - L + 1, group)}
+        known = [sid for sid in sids if self._trie_item(sid) is not None]
+        if not known:
+            return 0
+        added = self.model.add_item_rows(torch.tensor(sorted(known), dtype=torch.long))
+        if added and self.optimizer is not None:
+            grow_state(self.optimizer, self.model.item_residual.weight)
+        self.new_item_rows += added
+        return added
+
+    def _trie_item(self, sid_tokens: Sequence[int]) -> str | None:
+        try:
+            return self.trie.item_at(self.vocab.tokens_to_sid(sid_tokens))
+        except VocabularyError:
+            return None
+
     def train_step(self, windows: Sequence[Sequence[int]]) -> float:
         self.model.train()
+        if self.model.has_dense_head:
+            self.give_new_items_rows(windows)
         batch = self.collate(windows)
         hidden = self.model.hidden(batch.inputs)
         loss = level_cross_entropy(self.model, hidden, batch, self.spans)

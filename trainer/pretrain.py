@@ -59,6 +59,7 @@ class TrainConfig:
     softmax: str = "level"  # "level": over the target's token type (see data.level_cross_entropy); "full": vocabulary
     dense_weight: float = 1.0  # the dense channel's loss weight; 0 = a model without the dense head
     dense_negatives: int = 0  # 0: softmax over all items; N: sampled softmax over N items with log-Q correction
+    item_input: bool = True  # history items also read by their residual row (model.py); needs the dense head
 
     @classmethod
     def from_overrides(cls, base: "TrainConfig | None" = None, **overrides) -> "TrainConfig":
@@ -66,7 +67,7 @@ class TrainConfig:
 
 
 # channel weights tried on validation after training: the dense log-probability's weight in the retrieval score
-DENSE_WEIGHT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+DENSE_WEIGHT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
 @dataclass
@@ -88,7 +89,8 @@ def model_config_for(config: TrainConfig, vocab, dense_items: int = 0) -> ModelC
                        dropout=config.dropout,
                        event_ends=(*vocab.action_range, vocab.BOS) if config.event_context else (),
                        dense_items=dense_items if config.dense_weight > 0 else 0,
-                       sid_length=vocab.sid_length if config.dense_weight > 0 else 0)
+                       sid_length=vocab.sid_length if config.dense_weight > 0 else 0,
+                       item_input=config.item_input and config.dense_weight > 0 and config.event_context)
 
 
 def new_model(config: TrainConfig, vocab, trie) -> Transformer:

@@ -219,3 +219,63 @@ def test_models_saved_without_event_context_still_load():
     model = Transformer(ModelConfig.from_json(data))
     assert not hasattr(model, "event_emb")
     assert model(torch.randint(0, 37, (1, 5))).shape == (1, 5, 37)
+
+
+ITEM_SIDS = torch.tensor([[3, 4], [6, 7], [8, 9]])  # three trained items of two SID tokens each
+
+
+def with_items(**kw):
+    model = tiny(dense_items=3, sid_length=2, item_input=True, **kw)
+    model.item_sid_tokens.copy_(ITEM_SIDS)
+    torch.nn.init.normal_(model.item_residual.weight)  # trained rows (a fresh model's are zero)
+    return model
+
+
+def test_item_input_adds_each_closed_items_residual_row_at_its_end_token():
+    model = with_items()
+    # items 0, 1, an unknown SID (a new item), item 2; the event ends are 2 and 5
+    tokens = torch.tensor([[1, 3, 4, 2, 6, 7, 5, 12, 13, 2, 8, 9, 5]])
+    added = model._item_input(tokens)[0]
+    expected = torch.zeros_like(added)
+    expected[3], expected[6], expected[12] = model.item_residual.weight[[0, 1, 2]]
+    assert torch.allclose(added, expected)
+    # an item's row changes what the model reads from its end token on, and nothing before it
+    before = model.hidden(tokens)
+    with torch.no_grad():
+        model.item_residual.weight[1] += 1.0
+    after = model.hidden(tokens)
+    assert torch.allclose(before[0, :6], after[0, :6], atol=1e-6)
+    assert not torch.allclose(before[0, 6:], after[0, 6:], atol=1e-4)
+
+
+def test_item_input_follows_a_changed_item_table():
+    model = with_items()
+    tokens = torch.tensor([[1, 12, 13, 2]])
+    assert not model._item_input(tokens).abs().sum()
+    model.item_sid_tokens[0] = torch.tensor([12, 13])  # the row now names another item: looked up afresh
+    assert torch.allclose(model._item_input(tokens)[0, 3], model.item_residual.weight[0])
+
+
+def test_item_input_in_padded_prefill_equals_each_row_alone_and_decode_takes_sid_tokens_only():
+    model = with_items()
+    short = torch.tensor([[1, 6, 7, 5]])
+    long = torch.tensor([[1, 3, 4, 2, 8, 9, 2]])
+    batch = torch.zeros(2, 7, dtype=torch.long)
+    batch[0, 3:], batch[1] = short, long
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[0, :3] = False
+    last, cache = model.prefill(batch, valid)
+    assert torch.allclose(last[0], model.hidden(short)[0, -1], atol=1e-5)
+    assert torch.allclose(last[1], model.hidden(long)[0, -1], atol=1e-5)
+    beams = cache.expand(1)
+    model.decode(torch.tensor([[3], [6]]), beams)
+    with pytest.raises(ValueError, match="SID tokens"):
+        model.decode(torch.tensor([[2], [5]]), beams)
+
+
+def test_item_input_needs_the_dense_head_and_old_models_load_without_it():
+    with pytest.raises(ValueError, match="item_input"):
+        tiny(item_input=True)
+    data = with_items().config.to_json()
+    del data["item_input"]
+    assert ModelConfig.from_json(data).item_input is False

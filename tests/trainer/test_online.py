@@ -7,6 +7,7 @@ import torch
 
 from catalogue.trie import SidTrie
 from catalogue.vocab import Vocabulary
+from trainer import registry
 from trainer.generation import GenerationConfig, GenerationEngine
 from trainer.model import ModelConfig, Transformer
 from trainer.online import (OnlineConfig, OnlineDataError, OnlineTrainer, ReplayBuffer, RollingMetrics,
@@ -212,3 +213,31 @@ def test_both_heads_keep_learning_and_predictions_use_both_channels_with_current
     expected = engine.recommend_tokens([[VOCAB.BOS] + ex.tokens[:-4] for ex in examples])
     assert trainer.engine.channels == engine.channels == "both"
     assert [p.ranked for p in result.predictions] == [[r.item_id for r in recs] for recs in expected]
+
+
+def test_a_new_item_gets_its_own_residual_row_once_the_online_trainer_sees_it(tmp_path):
+    trie = make_trie(n_items=31)
+    trained = [i for i in trie.item_ids() if i != "i30"]  # i30 arrived after training
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=VOCAB.size, max_len=1 + (WINDOW + 1) * 4, d_model=32, n_layers=2,
+                                    n_heads=2, dropout=0.0, event_ends=(*VOCAB.action_range, VOCAB.BOS),
+                                    dense_items=len(trained), sid_length=3, item_input=True)).eval()
+    with torch.no_grad():
+        model.item_sid_tokens.copy_(torch.tensor([VOCAB.sid_to_tokens(trie.codes_of(i)) for i in trained]))
+    new_sid = torch.tensor([VOCAB.sid_to_tokens(trie.codes_of("i30"))])
+    assert model.residual_rows(new_sid).item() == -1
+    trainer = OnlineTrainer(model, VOCAB, trie, OnlineConfig(window_events=WINDOW, replay_ratio=0.0, lr=1e-2))
+    examples = [StreamExample(tokens(trie, ["i1", "i30", "i2"]), "e0"), StreamExample(tokens(trie, ["i3", "i30"]), "e1")]
+    trainer.process(examples)
+    row = model.residual_rows(new_sid).item()
+    assert row == len(trained) and model.config.dense_items == len(trained) + 1 and trainer.new_item_rows == 1
+    assert model.item_residual.weight[row].abs().sum() > 0  # the step already trained it
+    state = trainer.optimizer.state[model.item_residual.weight]
+    assert state["exp_avg"].shape == model.item_residual.weight.shape
+    trainer.process(examples)  # no second row, and the optimiser keeps stepping
+    assert model.config.dense_items == len(trained) + 1 and trainer.new_item_rows == 1
+    # the grown model is a model like any other: saved with its rows and loaded back
+    registry.save_model(tmp_path / "m", model, VOCAB)
+    loaded, _ = registry.load_model(tmp_path / "m")
+    assert torch.equal(loaded.item_residual.weight, model.item_residual.weight)
+    assert loaded.residual_rows(new_sid).item() == row
