@@ -15,9 +15,12 @@ import torch
 from prometheus_client import start_http_server
 
 from catalogue.catalogue import ItemCatalogue
+from catalogue.settings import CatalogueSettings
 from deploy.cli import CommandError, parse_overrides
 from streams.topics import ensure_topics
+from serving.settings import ServingSettings
 from trainer import registry as model_files
+from trainer.item_index import prune_vector_collections, publish_item_vectors
 from trainer.model_registry import ModelRegistry
 from trainer.online import OnlineConfig, OnlineLoop, OnlineTrainer
 from trainer.online_kafka import CatalogueFollower, KafkaTrainingSource, ModelUpdatePublisher
@@ -37,6 +40,27 @@ def _settings(args):
     if getattr(args, "group_id", None):
         updates["online_group_id"] = args.group_id
     return settings.model_copy(update=updates)
+
+
+def _vector_writer(settings: OnlineSettings, catalogue: ItemCatalogue, reg: ModelRegistry):
+    """With the dense index in a Qdrant server (SIDSTREAM_DENSE_INDEX=qdrant, SIDSTREAM_QDRANT_URL), a hook that
+    writes each published version's item vectors to its collection before the version is announced, then drops
+    the collections of older versions; None otherwise (a local-mode folder is one process's: each replica then
+    writes its own)."""
+    qdrant = CatalogueSettings()
+    if ServingSettings().dense_index != "qdrant" or not qdrant.qdrant_url:
+        return None
+
+    def write(model, version: str) -> None:
+        if not model.has_dense_head:
+            return
+        index = publish_item_vectors(model, catalogue.vocab, catalogue.trie, version, url=qdrant.qdrant_url)
+        keep = set(reg.versions()[-settings.vector_versions_kept :]) | {v for v in (reg.pinned(), reg.serving()) if v}
+        dropped = prune_vector_collections(index.store.client, keep)
+        print(f"item vectors of {version} in Qdrant ({len(index)} items)"
+              + (f"; dropped {len(dropped)} older collections" if dropped else ""), flush=True)
+
+    return write
 
 
 def cmd_train_online(args: argparse.Namespace) -> int:
@@ -103,7 +127,8 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     loop = OnlineLoop(trainer, reg, source, announce=publisher, catalogue_version=catalogue.version, metrics=metrics,
                       checkpoint_every_steps=settings.checkpoint_every_steps, record_event_ids=args.record_event_ids,
                       log=lambda line: print(line, flush=True), before_batch=follower.drain if follower else None,
-                      generation=manifest.get("generation") or (manifest.get("checkpoint_state") or {}).get("generation"))
+                      generation=manifest.get("generation") or (manifest.get("checkpoint_state") or {}).get("generation"),
+                      before_announce=_vector_writer(settings, catalogue, reg))
     if not loop.resume():
         loop.parent = reg.latest()
     print(f"online trainer: from {start}; {model.num_parameters():,} parameters; consuming "

@@ -51,7 +51,8 @@ def bench_quality(args: argparse.Namespace) -> int:
     try:
         run_quality(args.dataset, args.out, args.predictions, quick=args.quick, catalogue_dir=args.catalogue,
                     work_dir=args.work_dir, train_overrides=train, sasrec_overrides=sasrec,
-                    skip_sasrec=args.skip_sasrec, model_dir=args.model, sid_source=sids)
+                    skip_sasrec=args.skip_sasrec, model_dir=args.model, sid_source=sids,
+                    test_users=args.test_users)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     return 0

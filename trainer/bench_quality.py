@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from trainer.data import LeaveOneOut, Tokenizer, load_split
@@ -111,7 +112,11 @@ def run_quality(dataset: str | Path, out_file: str | Path, predictions_file: str
         run_dir = work / f"{dataset.name}-sidstream{'-quick' if quick else ''}"
         log(f"training sidstream (budget {train_cfg.time_budget_s:.0f}s) -> {run_dir}")
         result = pretrain(split, tokenizer, trie, train_cfg, run_dir, resume=False, log=log)
-    test_cases = split.test if not test_users else split.test[:test_users]
+    test_cases = split.test
+    if test_users and len(test_cases) > test_users:  # a seeded sample, not the first users: a file's user
+        # order need not be random
+        rng = np.random.default_rng(0)
+        test_cases = [test_cases[i] for i in sorted(rng.choice(len(test_cases), test_users, replace=False))]
     head = popular_items([[i for i, _ in events] for events in split.train.values()])
     catalogue_size = len(catalogue.item_ids)
     rows = SIDSTREAM_ROWS if result.model.has_dense_head else {"sidstream": "generative"}

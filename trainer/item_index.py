@@ -289,6 +289,22 @@ def publish_item_vectors(model, vocab, trie, version: str, url: str | None = Non
     return QdrantIndex(store, trie.codes_of)
 
 
+def stale_vector_collections(names: Sequence[str], keep_versions: Collection[str],
+                             prefix: str = "item-vectors") -> list[str]:
+    """The version collections among `names` whose model version is not kept (other collections untouched)."""
+    start = f"{prefix}-"
+    return sorted(n for n in names if n.startswith(start) and n[len(start):] not in keep_versions)
+
+
+def prune_vector_collections(client, keep_versions: Collection[str], prefix: str = "item-vectors") -> list[str]:
+    """Delete the Qdrant collections of model versions no longer kept; returns their names."""
+    stale = stale_vector_collections([c.name for c in client.get_collections().collections], keep_versions,
+                                     prefix)
+    for name in stale:
+        client.delete_collection(name)
+    return stale
+
+
 def item_index_for(items: Sequence[str], vectors: np.ndarray, kind: str = "auto"):
     """An index over these vectors: `exact`, `hnsw`, or `auto` (exact below HNSW_FROM_ITEMS items)."""
     if kind == "auto":

@@ -458,12 +458,15 @@ class OnlineLoop:
     def __init__(self, trainer: OnlineTrainer, model_registry, source, announce: Callable[[dict], None] | None = None,
                  catalogue_version: str | None = None, checkpoint_every_steps: int = 20,
                  record_event_ids: bool = False, log: Callable[[str], None] = print,
-                 before_batch: Callable[[], object] | None = None, metrics=None, generation: dict | None = None):
+                 before_batch: Callable[[], object] | None = None, metrics=None, generation: dict | None = None,
+                 before_announce: Callable[[object, str], object] | None = None):
         self.trainer, self.registry, self.source = trainer, model_registry, source
         # the generation settings the weights were validated with (the channel weight): every version keeps them
         self.generation = dict(generation or {})
         self.metrics = metrics  # a TrainerMetrics (trainer/online_metrics.py), or None
         self.before_batch = before_batch  # e.g. apply catalogue changes to the trie between micro-batches
+        # e.g. write the version's item vectors to its Qdrant collection, so replicas find them ready
+        self.before_announce = before_announce
         self.announce = announce
         self.catalogue_version = catalogue_version
         self.checkpoint_every_steps = checkpoint_every_steps
@@ -564,6 +567,11 @@ class OnlineLoop:
                 self.metrics.last_publish.set(time.time())
             self.log(f"published {version} at step {self.trainer.step} ({self.trainer.events} events): "
                      f"{decision.reason}")
+            if self.before_announce is not None:
+                try:
+                    self.before_announce(self.trainer.model, version)
+                except Exception as exc:  # replicas write a missing collection themselves when they load
+                    self.log(f"before announcing {version}: {exc!r}")
             pinned = self.registry.pinned()
             if pinned:
                 self.log(f"serving is pinned to {pinned}: {version} is not announced")

@@ -20,3 +20,6 @@ class OnlineSettings(StreamSettings):
     checkpoint_every_steps: int = Field(20, ge=1)  # checkpoint (and commit offsets) at least this often
     poll_s: float = Field(0.2, gt=0)
     online_metrics_port: int = Field(0, ge=0)  # Prometheus metrics of the trainer on this port (0: off)
+    # with SIDSTREAM_DENSE_INDEX=qdrant and a Qdrant server: item-vector collections of this many newest versions
+    # are kept (plus the pinned and the served one); older ones are dropped after each publish
+    vector_versions_kept: int = Field(3, ge=1)

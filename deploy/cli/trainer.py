@@ -45,6 +45,8 @@ def register(commands, bench) -> None:
     q.add_argument("--sasrec-set", action="append", default=[], metavar="KEY=VALUE", help="SASRec setting")
     q.add_argument("--time-budget", type=float, help="training seconds for each model")
     q.add_argument("--skip-sasrec", action="store_true")
+    q.add_argument("--test-users", type=int, default=0, metavar="N",
+                   help="score a seeded sample of N test users (default 0: all; the headline figures use all)")
     q.add_argument("--model", type=Path, help="evaluate this sidstream model dir instead of training one")
     q.set_defaults(handler=f"{HANDLERS}:bench_quality")
 

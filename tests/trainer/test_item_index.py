@@ -5,10 +5,12 @@ import pytest
 import torch
 from qdrant_client import QdrantClient
 
+from catalogue.qdrant_store import QdrantItemStore
 from catalogue.trie import SidTrie
 from catalogue.vocab import Vocabulary
 from trainer.item_index import (ExactIndex, HnswIndex, ItemIndexError, compose_item_vectors, item_index_for,
-                                publish_item_vectors, vector_collection)
+                                prune_vector_collections, publish_item_vectors, stale_vector_collections,
+                                vector_collection)
 from trainer.model import ModelConfig, Transformer
 
 VOCAB = Vocabulary(levels=2, codes_per_level=4, suffix_size=2, actions=("click", "like"))
@@ -170,3 +172,19 @@ def test_hnsw_changes_while_searches_run_never_break_a_search():
     done.set()
     thread.join()
     assert not errors and len(index) == 2000 and "new199" in index and "i0" not in index
+
+
+def test_old_version_collections_are_dropped_and_other_collections_kept():
+    assert stale_vector_collections(["items", "item-vectors-v1", "item-vectors-v2", "item-vectors-v3"],
+                                    {"v3", "v1"}) == ["item-vectors-v2"]
+    trie = SidTrie(VOCAB)
+    items = []
+    for n, codes in enumerate([(0, 1, 0), (1, 2, 0), (2, 3, 1)]):
+        trie.insert(f"i{n}", codes)
+        items.append(f"i{n}")
+    client = QdrantClient(":memory:")  # local mode: the real Qdrant engine, in process
+    QdrantItemStore(16, "items", client=client)  # the catalogue's own collection
+    for version in ("v1", "v2", "v3"):
+        publish_item_vectors(dense_model(trie, items), VOCAB, trie, version, client=client)
+    assert prune_vector_collections(client, {"v3"}) == [vector_collection("v1"), vector_collection("v2")]
+    assert {c.name for c in client.get_collections().collections} == {"items", vector_collection("v3")}

@@ -148,3 +148,26 @@ def test_invalid_records_are_skipped_but_their_offsets_advance(tmp_path):
     loop.run(idle_exit_s=0.0, poll_s=0.0)
     assert loop.invalid == 2 and loop.trainer.events == 3
     assert source.committed == {"training:0": 5}
+
+
+def test_each_published_version_is_handed_to_the_hook_before_its_announcement_and_a_failing_hook_does_not_stop_it(
+        tmp_path):
+    trie = world()
+    order, lines = [], []
+
+    def hook(model_, version):
+        order.append(("hook", version))
+        if len(order) == 1:
+            raise OSError("qdrant unreachable")
+
+    config = OnlineConfig(window_events=WINDOW, micro_batch=4, publish_every_steps=3, publish_every_s=1e9,
+                          gate_min_events=4, gate_tolerance=1.0, beam=10)
+    reg = ModelRegistry(tmp_path)
+    loop = OnlineLoop(OnlineTrainer(model(), VOCAB, trie, config), reg, MemoryLog(stream(trie)),
+                      announce=lambda path: order.append(("announce", path.name)), log=lines.append,
+                      before_announce=hook)
+    loop.run(idle_exit_s=0.0, poll_s=0.0)
+    assert len(loop.published) >= 2
+    expected = [entry for version in loop.published for entry in (("hook", version), ("announce", version))]
+    assert order == expected
+    assert any("qdrant unreachable" in line for line in lines)
