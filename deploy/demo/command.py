@@ -7,7 +7,8 @@ the new ones) -> catalogue without the held-back items (cached) -> a quick pretr
 catalogue) -> the past backfilled into Feast -> worker, online trainer and Ray Serve as child processes (the worker
 continues each user's backfilled row, so the demo's users are served from past + stream) -> the stream replayed into Kafka at
 `--rate`, each new item announced on `items` shortly before its first interaction -> a live view of the
-monitor every few seconds. Ctrl-C (or `--duration`) stops everything it started, in reverse order.
+monitor every few seconds. A child that dies is restarted by the supervisor (deploy/demo/processes.py: back-off,
+limit). Ctrl-C (or `--duration`) stops everything it started, in reverse order.
 
 Each run uses its own topic names and consumer groups (suffix printed at start), so a rerun starts clean.
 """
@@ -25,7 +26,7 @@ from catalogue.catalogue import ItemCatalogue
 from catalogue.datasets import is_movielens
 from deploy.cli import CommandError
 from deploy.demo.load import QueryLoad, Replayer
-from deploy.demo.processes import Child, wait_http
+from deploy.demo.processes import Child, RestartPolicy, Supervisor, wait_http
 from deploy.demo.worlds import World, dataset_world, prepare_catalogue, prepare_model, synthetic_world
 from deploy.localstack import LocalStack, StackError, free_port, port_in_use
 from deploy.monitor.cli import Monitor
@@ -152,25 +153,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         some_user = world.stream[0][0]
         query = (f"curl -s -X POST http://127.0.0.1:{args.port}/recommend -H 'content-type: application/json' "
                  f"-d '{{\"user_id\": \"{some_user}\", \"k\": 10}}'")
+        supervisor = Supervisor(children, RestartPolicy(), log)
         began = time.monotonic()
         while True:
             if args.duration is not None and time.monotonic() - began >= args.duration:
                 break
+            given_up = supervisor.check()  # a dead child is restarted (back-off, limit), as a deployment would
             snap = monitor.tick()
             elapsed = time.monotonic() - began
-            dead = [c.name for c in children if not c.alive()]
+            down = [c.name for c in children if not c.alive()]
+            restarts = supervisor.summary()
             header = [f"sidstream demo ({world.name}) - {elapsed:.0f}s - replayed {replayer.sent:,}/"
                       f"{len(world.stream):,} events at {args.rate:g}/s, {replayer.items_sent}/{len(world.held)} new "
-                      f"items announced" + (f" - STOPPED: {', '.join(dead)}" if dead else "")
+                      f"items announced" + (f" - DOWN: {', '.join(down)}" if down else "")
+                      + (f" - {restarts}" if restarts else "")
                       + (f" - replay error: {replayer.error}" if replayer.error else ""),
                       f"query:        {query}"] + ([queries.summary()] if queries else [])
             print(render(snap, header), flush=True)
             print(flush=True)
-            if dead:
+            if given_up:
                 failed = True
-                for c in children:
-                    if c.name in dead:
-                        print(f"--- {c.name} log tail ---\n{c.tail()}", flush=True)
+                for c in given_up:
+                    print(f"--- {c.name} log tail ---\n{c.tail()}", flush=True)
                 break
             time.sleep(max(0.0, args.refresh - (time.monotonic() - began - elapsed)))
         log(f"stopping; monitor history in {history} (draw it: sidstream monitor --plot {work / 'monitor.png'} "
