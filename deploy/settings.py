@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,3 +61,7 @@ class MonitorSettings(BaseSettings):
     quality_drop_alert: float = 0.6
     dead_letter_warn: float = 0.01
     dead_letter_alert: float = 0.1
+    # a state worse than the one shown is shown only once it has held this long (one noisy snapshot is not an
+    # alert); a better one only once it has held alert_clear_s (an alert does not flap off and on)
+    alert_hold_s: float = Field(30.0, ge=0)
+    alert_clear_s: float = Field(60.0, ge=0)

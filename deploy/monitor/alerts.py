@@ -1,9 +1,10 @@
 """Alert states of the monitor: a reading against a warn and an alert threshold (pure; the thresholds are
 `MonitorSettings`). States: ok (0), warn (1), alert (2), and unknown (-1) when the reading is missing, which
-is not the same as healthy: a monitor that cannot see a hop says so."""
+is not the same as healthy: a monitor that cannot see a hop says so. `AlertHold` adds hold times, so one noisy
+snapshot neither raises nor clears an alert."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 STATE_CODES = {"unknown": -1, "ok": 0, "warn": 1, "alert": 2}
@@ -39,6 +40,7 @@ class AlertState:
     alert: float
     unit: str
     help: str
+    raw: str = ""  # this snapshot's reading alone, before the hold times (empty: the same as `state`)
 
     @property
     def code(self) -> int:
@@ -80,6 +82,36 @@ def rules_from(settings) -> list[Rule]:
 def evaluate(rules: list[Rule], readings: dict[str, float | None]) -> list[AlertState]:
     return [AlertState(r.name, r.judge(readings.get(r.name)), readings.get(r.name), r.warn, r.alert, r.unit, r.help)
             for r in rules]
+
+
+class AlertHold:
+    """Hold times on top of the rules: a state worse than the one shown replaces it only once readings have been
+    at least that bad for `hold_s`, and a better one only once they have been better for `clear_s`. A missing
+    reading (unknown) is shown at once: not seeing a hop is never hidden."""
+
+    def __init__(self, hold_s: float, clear_s: float):
+        self.hold_s, self.clear_s = hold_s, clear_s
+        self.shown: dict[str, str] = {}
+        self.since: dict[str, tuple[str, float]] = {}  # rule -> (direction "worse"/"better", since when)
+
+    def apply(self, states: list[AlertState], now: float) -> list[AlertState]:
+        return [self._one(s, now) for s in states]
+
+    def _one(self, state: AlertState, now: float) -> AlertState:
+        name, raw = state.name, state.state
+        shown = self.shown.get(name, "ok")
+        if raw == "unknown" or shown == "unknown" or raw == shown:
+            self.since.pop(name, None)
+            self.shown[name] = raw
+            return replace(state, raw=raw)
+        direction = "worse" if STATE_CODES[raw] > STATE_CODES[shown] else "better"
+        started = self.since.get(name)
+        if started is None or started[0] != direction:
+            started = self.since[name] = (direction, now)
+        if now - started[1] >= (self.hold_s if direction == "worse" else self.clear_s):
+            self.shown[name] = shown = raw
+            self.since.pop(name, None)
+        return replace(state, state=shown, raw=raw)
 
 
 def worst(states: list[AlertState]) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from deploy.monitor.alerts import evaluate, rules_from, worst
-from deploy.monitor.prometheus import FRESHNESS_HISTOGRAMS, gauge_of, histogram_of, merge_families
+from deploy.monitor.alerts import AlertHold, evaluate, rules_from, worst
+from deploy.monitor.prometheus import FRESHNESS_HISTOGRAMS, counter_of, gauge_of, histogram_of, merge_families
 from streams.drift import (EventWindows, StreamEvent, bucket_counts, code_usage, compare, histogram_delta,
                            histogram_quantile, last_event, new_item_codes, sum_histograms)
 from streams.settings import Topics
@@ -62,11 +62,13 @@ class MonitorCore:
     _quality_history: deque = field(default_factory=lambda: deque(maxlen=50))
     _previous_ends: dict = field(default_factory=dict)
     _previous_time: float | None = None
+    _served_swaps: float | None = None  # serving's model-swap count at the last scrape
 
     def __post_init__(self) -> None:
         self.windows = EventWindows(self.vocab.levels, self.vocab.codes_per_level, len(self.vocab.actions),
                                     self.settings.reference_events, self.settings.recent_events)
         self.rules = rules_from(self.settings)
+        self.hold = AlertHold(self.settings.alert_hold_s, self.settings.alert_clear_s)
         self.base_items = set(self.base_ids)
         self.catalogue_items = {i: tuple(int(c) for c in row) for i, row in zip(self.base_ids, self.base_codes)}
         if self.topics is None:
@@ -119,7 +121,7 @@ class MonitorCore:
         snap["quality"] = self._quality(scrapes)
         snap["sources"] = {name: "ok" for name in scrapes} | {n: f"error: {e}" for n, e in (scrape_errors or {}).items()}
         readings = self._readings(snap)
-        states = evaluate(self.rules, readings)
+        states = self.hold.apply(evaluate(self.rules, readings), now)
         snap["alerts"] = [s.as_dict() for s in states]
         snap["status"] = worst(states)
         self._previous_time = now
@@ -175,9 +177,18 @@ class MonitorCore:
 
     def _score(self, scrapes: dict[str, dict]) -> dict:
         """Served log-probabilities: the last few scrapes against the stretch of scrapes before them."""
-        delta = self._delta("sidstream_serving_score",
-                            {src: f for src, f in scrapes.items() if src.startswith("serving")}, kind="log_prob")
-        out = {"recent": 0, "reference": 0, "psi": None, "kl": None, "excess": None}
+        serving = {src: f for src, f in scrapes.items() if src.startswith("serving")}
+        delta = self._delta("sidstream_serving_score", serving, kind="log_prob")
+        out = {"recent": 0, "reference": 0, "psi": None, "kl": None, "excess": None, "reset_by_swap": False}
+        # a new model version moves the served scores by design: that alone is not drift, so the comparison
+        # starts again from the first scrape after a swap
+        swaps = sum(counter_of(f, "sidstream_serving_model_swaps") for f in serving.values())
+        if self._served_swaps is not None and swaps != self._served_swaps:
+            self._score_deltas.clear()
+            out["reset_by_swap"] = True
+            self._served_swaps = swaps
+            return out
+        self._served_swaps = swaps
         if not delta:
             return out
         self._score_deltas.append(bucket_counts(delta))

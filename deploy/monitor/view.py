@@ -52,6 +52,9 @@ def render(snap: dict, header: list[str] | None = None) -> str:
     firing = [a for a in snap["alerts"] if a["state"] in ("warn", "alert")]
     lines.append("alerts        " + (", ".join(f"{a['name']}={a['state']} ({_fmt(a['value'], a['unit'], 3)})"
                                               for a in firing) or "none"))
+    pending = [a for a in snap["alerts"] if a.get("raw") and a["raw"] != a["state"] and a["raw"] != "unknown"]
+    if pending:  # readings that differ from the shown state, not yet for their hold time
+        lines.append("pending       " + ", ".join(f"{a['name']}: {a['state']} -> {a['raw']}" for a in pending))
     errors = [f"{n}: {s}" for n, s in snap.get("sources", {}).items() if s != "ok"]
     if errors:
         lines.append("unreachable   " + "; ".join(errors))

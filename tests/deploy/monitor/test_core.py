@@ -19,7 +19,9 @@ VOCAB = Vocabulary(levels=3, codes_per_level=8, suffix_size=4, actions=("click",
 
 
 def _core(**overrides):
-    settings = MonitorSettings(reference_events=300, recent_events=100, **overrides)
+    # no hold times unless a test asks: these tests judge each snapshot's readings
+    settings = MonitorSettings(**{"reference_events": 300, "recent_events": 100, "alert_hold_s": 0,
+                                  "alert_clear_s": 0, **overrides})
     rng = np.random.default_rng(0)
     base = rng.integers(0, 8, size=(400, 3))
     return MonitorCore(settings, VOCAB, base, [f"i{n}" for n in range(400)]), rng
@@ -111,6 +113,47 @@ def test_score_drift_needs_enough_observations_then_compares_intervals():
     for t in range(6, 9):  # the model got much less sure of what it returns
         snap = snap_after(rng.normal(-9, 0.5, 100), float(t))
     assert snap["score"]["psi"] > 0.25
+
+
+def test_a_model_swap_restarts_the_served_score_comparison():
+    serving = ServingMetrics()
+    core, rng = _core()
+
+    def snap_after(values, now, swap=False):
+        if swap:
+            serving.model_swaps.inc()
+        for v in values:
+            serving.score.labels("log_prob").observe(v)
+        return core.snapshot(now=now, scrapes={"serving": parse_metrics(serving.render().decode())})
+
+    for t in range(1, 6):
+        snap = snap_after(rng.normal(-3, 0.5, 100), float(t))
+    assert snap["score"]["psi"] is not None and not snap["score"]["reset_by_swap"]
+    snap = snap_after(rng.normal(-9, 0.5, 100), 6.0, swap=True)  # the new version scores differently
+    assert snap["score"]["reset_by_swap"] and snap["score"]["psi"] is None
+    for t in range(7, 12):
+        snap = snap_after(rng.normal(-9, 0.5, 100), float(t))
+    assert snap["score"]["psi"] < 0.1  # compared with the new version's own scores: no drift
+
+
+def test_alerts_fire_and_clear_only_after_their_hold_times():
+    core, rng = _core(alert_hold_s=30, alert_clear_s=60)
+
+    def age_state(now, created):
+        core.models.clear()
+        core.add_model_update({"version": f"v{created}", "created": created})
+        snap = core.snapshot(now=now)
+        alert = {a["name"]: a for a in snap["alerts"]}["model_age"]
+        return alert["state"], alert["raw"]
+
+    assert age_state(100.0, 50.0) == ("ok", "ok")
+    assert age_state(2000.0, 50.0) == ("ok", "alert")  # too old, but only just seen so
+    assert age_state(2020.0, 50.0) == ("ok", "alert")
+    assert age_state(2031.0, 50.0) == ("alert", "alert")  # held 31 s
+    assert age_state(2040.0, 2035.0) == ("alert", "ok")  # a new version: fine again, not yet for long
+    assert age_state(2050.0, 50.0) == ("alert", "alert")  # a flap back resets the clearing clock
+    assert age_state(2060.0, 2055.0) == ("alert", "ok")
+    assert age_state(2121.0, 2115.0) == ("ok", "ok")  # 61 s of ok readings
 
 
 def test_render_and_plot(tmp_path):
