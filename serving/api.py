@@ -92,6 +92,98 @@ def request_models(max_k: int = 100, max_history_events: int = 200, max_user_id_
     return recommend, history
 
 
+class HistoryEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["add", "remove", "set_action"] = Field(description="add an event, remove one, or change its action")
+    index: JsonInt | None = Field(None, ge=0, le=100_000, description="the event removed or changed (0 = the oldest "
+                                  "the model reads); for add, where the new event goes (default: after the last)")
+    item_id: str | None = Field(None, min_length=1, max_length=200, pattern=ID_PATTERN, description="add: the item")
+    action: str | None = Field(None, min_length=1, max_length=64, description="add, set_action: the action")
+
+
+def analysis_models(max_k: int = 100, max_history_events: int = 200, max_user_id_chars: int = 200):
+    """(WhatIfRequest, ExplainRequest): a user id or an explicit history (exactly one), with these limits."""
+    config = ConfigDict(extra="forbid")
+    who = {
+        "user_id": (str | None, Field(None, min_length=1, max_length=max_user_id_chars, pattern=ID_PATTERN,
+                                      description="read the history from the online store (or give history)")),
+        "history": (list[HistoryEvent] | None, Field(None, max_length=max_history_events,
+                                                     description="an explicit history, oldest first")),
+        "channels": (Channels | None, Field(None, description=_COMMON_DOC["channels"])),
+        "value_weights": (dict[str, JsonNumber] | None, Field(None, max_length=MAX_WEIGHTS,
+                                                         description=_COMMON_DOC["value_weights"])),
+    }
+    whatif = create_model(
+        "WhatIfRequest", __config__=config,
+        __doc__="Score items before and after edits to a history: every action probability and the retrieval "
+                "log-probability, and their change.",
+        edits=(list[HistoryEdit], Field(min_length=1, max_length=50, description="applied in order")),
+        items=(list[Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)]] | None,
+               Field(None, min_length=1, max_length=max_k,
+                     description="the items to score (default: the k best for the unedited history)")),
+        k=(JsonInt, Field(10, ge=1, le=max_k, description="how many items when `items` is not given")),
+        **who)
+    explain = create_model(
+        "ExplainRequest", __config__=config,
+        __doc__="Which past events an item's action prediction and retrieval score rest on: leave-one-out "
+                "occlusion of each event the model reads (exact, one batch).",
+        item_id=(str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)),
+        action=(str | None, Field(None, min_length=1, max_length=64,
+                                  description="the action whose probability is explained (default: the item's "
+                                              "most likely action)")),
+        **who)
+    return whatif, explain
+
+
+class ItemScores(BaseModel):
+    log_prob: float = Field(description="log P(item's SID | history)")
+    dense_score: float | None = Field(None, description="the dense channel's score; null without a dense head")
+    value: float = Field(description="the value function over action_probs")
+    action_probs: dict[str, float] = Field(description="P(action | history, item)")
+
+
+class WhatIfItem(BaseModel):
+    item_id: str
+    before: ItemScores
+    after: ItemScores
+    change: ItemScores = Field(description="after - before, field by field")
+
+
+class EventOut(BaseModel):
+    item_id: str | None = Field(description="null: the item is no longer in the catalogue")
+    action: str
+
+
+class WhatIfResponse(BaseModel):
+    user_id: str | None = None
+    model_version: str
+    history: list[EventOut] = Field(description="the events the model reads, oldest first (edit indices count these)")
+    edited_history: list[EventOut]
+    items: list[WhatIfItem]
+
+
+class EventInfluence(BaseModel):
+    index: int
+    item_id: str | None
+    action: str
+    log_prob_change: float = Field(description="log P(item's SID) with the event minus without it: how much the "
+                                               "retrieval score rests on it")
+    dense_score_change: float | None = None
+    action_prob_change: dict[str, float] = Field(description="P(action) with the event minus without it")
+
+
+class ExplainResponse(BaseModel):
+    user_id: str | None = None
+    model_version: str
+    item_id: str
+    action: str = Field(description="the action explained")
+    method: str = Field(description="how influence is measured")
+    scores: ItemScores = Field(description="the item's scores under the whole history")
+    events: list[EventInfluence] = Field(description="one per event the model reads, oldest first")
+    by_retrieval: list[int] = Field(description="event indices, the largest log_prob_change first")
+    by_action: list[int] = Field(description="event indices, the largest change in P(action) first")
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     sid: list[int] = Field(description="the item's semantic id codes (L levels + collision suffix)")

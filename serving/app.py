@@ -5,8 +5,10 @@
 concurrent queries with `@serve.batch` and runs each batch on the replica's event loop (or, with
 `generation_thread`, on a generation thread; see ServingSettings for the measured trade-off).
 
-Routes: POST /recommend, POST /recommend/history, GET /healthz (process up), GET /readyz (a model is loaded),
-GET /metrics (Prometheus). With `api_key` set, /recommend* and /metrics need `Authorization: Bearer <key>`.
+Routes: POST /recommend, POST /recommend/history, POST /whatif (items scored before and after edits to a history),
+POST /explain (leave-one-out attribution of an item's scores to past events), GET /healthz (process up), GET
+/readyz (a model is loaded), GET /metrics (Prometheus). With `api_key` set, every POST route and /metrics need
+`Authorization: Bearer <key>`.
 """
 
 import asyncio
@@ -27,8 +29,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ray import serve
 
-from serving.api import (ErrorResponse, HealthResponse, Query, RecommendResponse, RequestError, check_bearer,
-                         request_models)
+from serving.analysis import Edit
+from serving.api import (ErrorResponse, ExplainResponse, HealthResponse, Query, RecommendResponse, RequestError,
+                         WhatIfResponse, analysis_models, check_bearer, request_models)
 from serving.service import BatchTimings, NotReady, RecommenderService
 from serving.settings import ServingSettings
 
@@ -165,6 +168,39 @@ def create_app(settings: ServingSettings, backend):
               dependencies=guarded, summary="top-k items for an explicit history")
     async def recommend_history(body: HistoryRecommendRequest, response: Response):
         return await answer("/recommend/history", body, response)
+
+    WhatIfRequest, ExplainRequest = analysis_models(settings.max_k, settings.max_history_events,
+                                                    settings.max_user_id_chars)
+
+    async def analyse(route: str, work: Callable[[], dict]) -> JSONResponse:
+        """A what-if or explain request: off the event loop (it scores a batch of histories), unbatched."""
+        started = time.perf_counter()
+        if not service.ready:
+            raise NotReady("no model loaded yet")
+        result = await asyncio.get_running_loop().run_in_executor(None, work)
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        metrics.requests.labels(route, "200").inc()
+        return JSONResponse(result, headers={"X-Sidstream-Replica": service.replica_id})
+
+    def history_of(body) -> list[tuple[str, str]] | None:
+        return None if body.history is None else [(e.item_id, e.action) for e in body.history]
+
+    # a stored sequence that is not whole events cannot be edited: a conflict with the store, not a bad request
+    analysis_errors = {**errors, 409: {"model": ErrorResponse, "description": "the stored sequence is not whole "
+                                                                              "events"}}
+
+    @app.post("/whatif", response_model=WhatIfResponse, responses=analysis_errors, dependencies=guarded,
+              summary="items scored before and after edits to a history (add, remove, change an action)")
+    async def whatif(body: WhatIfRequest):
+        edits = [Edit(e.op, e.index, e.item_id, e.action) for e in body.edits]
+        return await analyse("/whatif", lambda: service.whatif(
+            body.user_id, history_of(body), edits, body.items, body.k, body.channels, body.value_weights))
+
+    @app.post("/explain", response_model=ExplainResponse, responses=analysis_errors, dependencies=guarded,
+              summary="which past events an item's action prediction and retrieval score rest on")
+    async def explain(body: ExplainRequest):
+        return await analyse("/explain", lambda: service.explain(
+            body.user_id, history_of(body), body.item_id, body.action, body.channels, body.value_weights))
 
     @app.get("/healthz", response_model=HealthResponse, summary="the process is up")
     async def healthz():

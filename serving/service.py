@@ -19,6 +19,7 @@ import numpy as np
 
 from catalogue.settings import CatalogueSettings
 from catalogue.trie import SidTrie, apply_catalogue_change
+from serving.analysis import Edit, apply_edits, events_of_tokens, history_tokens, new_event, occlusions, ranked_by
 from serving.api import Query, RequestError, check_weights, resolve_order
 from trainer.generation import GenerationConfig, GenerationEngine, GenerationError
 from trainer.item_index import ExactIndex, build_item_index, compose_item_vectors, publish_item_vectors
@@ -328,6 +329,89 @@ class RecommenderService:
         timings.total_ms = (time.perf_counter() - started) * 1000
         return results
 
+    # ----- what-if and attribution (the pure part: serving/analysis.py)
+    def whatif(self, user_id: str | None, history, edits: Sequence[Edit], items: Sequence[str] | None = None,
+               k: int = 10, channels: str | None = None, value_weights: dict | None = None) -> dict:
+        """Items scored before and after edits to a history (api.WhatIfResponse's shape)."""
+        state, engine, events, weights = self._analysis_setup(user_id, history, channels, value_weights)
+        window = engine._window_events()
+        edited = apply_edits(events, edits, self.vocab, state.trie)[-window:] if window else []
+        if items is None:
+            if k > self.settings.max_k:
+                raise RequestError(f"k={k} exceeds the limit {self.settings.max_k}")
+            top = GenerationEngine(state.model, self.vocab, state.trie,
+                                   self._config(state, max(self.settings.beam_size, k), k, engine.channels),
+                                   index=state.index)
+            seen = {e.item_id for e in events if e.item_id is not None}
+            items = [r.item_id for r in top.recommend_tokens([history_tokens(events, self.vocab.BOS)], [seen])[0][:k]]
+        items = list(dict.fromkeys(items))  # each item once, in the order given
+        before, after = self._item_scores(engine, [events, edited], items, weights)
+        return {"user_id": user_id, "model_version": state.model_version,
+                "history": [e.as_dict() for e in events], "edited_history": [e.as_dict() for e in edited],
+                "items": [{"item_id": item, "before": b, "after": a, "change": _change(a, b)}
+                          for item, b, a in zip(items, before, after)]}
+
+    def explain(self, user_id: str | None, history, item_id: str, action: str | None = None,
+                channels: str | None = None, value_weights: dict | None = None) -> dict:
+        """Leave-one-out occlusion of every event the model reads, for one item (api.ExplainResponse's shape)."""
+        state, engine, events, weights = self._analysis_setup(user_id, history, channels, value_weights)
+        if action is not None and action not in self.vocab.actions:
+            raise RequestError(f"unknown action {action!r}; this catalogue's actions: {list(self.vocab.actions)}")
+        scores = self._item_scores(engine, [events, *occlusions(events)], [item_id], weights)
+        whole, without = scores[0][0], [s[0] for s in scores[1:]]
+        action = action or max(whole["action_probs"], key=whole["action_probs"].get)
+        influence = []
+        for index, (event, rest) in enumerate(zip(events, without)):
+            change = _change(whole, rest)
+            influence.append({**event.as_dict(), "index": index, "log_prob_change": change["log_prob"],
+                              "dense_score_change": change["dense_score"],
+                              "action_prob_change": change["action_probs"]})
+        return {"user_id": user_id, "model_version": state.model_version, "item_id": item_id, "action": action,
+                "method": "leave-one-out occlusion: each event removed in turn, the item scored again (exact)",
+                "scores": whole, "events": influence,
+                "by_retrieval": ranked_by([e["log_prob_change"] for e in influence]),
+                "by_action": ranked_by([e["action_prob_change"][action] for e in influence])}
+
+    def _analysis_setup(self, user_id, history, channels, value_weights):
+        """(state, engine, the events the model reads, value weights) of a what-if or explain request."""
+        state = self._state
+        if state is None:
+            raise NotReady("no model loaded yet")
+        if (user_id is None) == (history is None):
+            raise RequestError("give exactly one of user_id and history")
+        weights = check_weights(value_weights, self.vocab.actions) or self.default_weights
+        engine = GenerationEngine(state.model, self.vocab, state.trie,
+                                  self._config(state, self.settings.beam_size, self.settings.beam_size,
+                                               self._channels(state, channels)), index=state.index)
+        if history is not None:
+            if len(history) > self.settings.max_history_events:
+                raise RequestError(f"history has {len(history)} events; the limit is "
+                                   f"{self.settings.max_history_events}")
+            events = [new_event(item, action, self.vocab, state.trie, f"history event {n}")
+                      for n, (item, action) in enumerate(history)]
+        else:
+            if self.sequences is None:
+                raise NotReady("no sequence store configured")
+            try:
+                row = self.sequences.read([user_id]).get(user_id)
+            except Exception as exc:  # the online store is down or not set up: the request may be retried
+                log.error("online store read failed: %s", exc)
+                raise NotReady(f"online store read failed: {type(exc).__name__}") from exc
+            events = [] if row is None else events_of_tokens(row.tokens, self.vocab, state.trie)
+        window = engine._window_events()
+        return state, engine, (events[-window:] if window else []), weights
+
+    def _item_scores(self, engine, histories, items: Sequence[str], weights: dict) -> list[list[dict]]:
+        """Each history's scores of the same items (one batch)."""
+        try:
+            lists = engine.score_items([history_tokens(h, self.vocab.BOS) for h in histories],
+                                       [list(items)] * len(histories))
+        except GenerationError as exc:
+            raise RequestError(str(exc)) from None
+        return [[{"log_prob": r.log_prob, "dense_score": r.dense_score, "action_probs": dict(r.action_probs),
+                  "value": sum(w * r.action_probs.get(a, 0.0) for a, w in weights.items())} for r in recs]
+                for recs in lists]
+
     def _subtrie(self, trie, prefix: tuple[int, ...]):
         """A trie of the items under a SID prefix (None when there are none): search then cannot leave it."""
         items = trie.items_with_prefix(prefix)
@@ -384,3 +468,13 @@ class RecommenderService:
         return {**meta, "items": items[: query.k], "model_version": state.model_version,
                 "catalogue_version": self.vocab.version, "catalogue_revision": state.catalogue_revision,
                 "order_by": order}
+
+
+def _change(after: dict, before: dict) -> dict:
+    """after - before for every score (None where either is None)."""
+    def diff(a, b):
+        return None if a is None or b is None else a - b
+    return {"log_prob": diff(after["log_prob"], before["log_prob"]),
+            "dense_score": diff(after["dense_score"], before["dense_score"]),
+            "value": after["value"] - before["value"],
+            "action_probs": {a: p - before["action_probs"].get(a, 0.0) for a, p in after["action_probs"].items()}}

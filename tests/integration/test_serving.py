@@ -337,6 +337,26 @@ def test_a_backfilled_user_is_served_with_the_past_before_any_stream_event(stack
     assert not body["cold_start"] and body["history_events"] == min(len(sequences[user]), 20)
 
 
+def test_whatif_and_explain_through_the_live_app_read_the_users_stored_history(stack):
+    histories, window = stack["histories"], stack["settings"].window_events
+    user = max(histories, key=lambda u: len(histories[u]))
+    with httpx.Client(base_url=stack["base"], timeout=60) as client:
+        r = client.post("/whatif", json={"user_id": user, "k": 5, "edits": [{"op": "remove", "index": 0}]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        read = histories[user][-min(window, 20):]  # what the worker stored, as far as the model reads
+        assert [e["item_id"] for e in body["history"]] == read
+        assert [e["item_id"] for e in body["edited_history"]] == read[1:] and len(body["items"]) == 5
+        top = body["items"][0]["item_id"]
+        r = client.post("/explain", json={"user_id": user, "item_id": top})
+        assert r.status_code == 200, r.text
+        explained = r.json()
+        assert [e["item_id"] for e in explained["events"]] == read
+        assert sorted(explained["by_retrieval"]) == list(range(len(read)))
+        r = client.post("/whatif", json={"user_id": user, "edits": [{"op": "remove", "index": 99}]})
+        assert r.status_code == 422 and "there is no event 99" in r.text
+
+
 def test_schemathesis_finds_no_failure_against_the_live_app(stack):
     """schemathesis itself, as a user would run it (`st run` with serving/schemathesis.toml), against the running
     Ray Serve app through its ingress: no 5xx, and every answer is one the OpenAPI document declares."""
