@@ -84,6 +84,27 @@ class SyntheticItem:
 
 
 @dataclass(frozen=True)
+class PlantedTrigger:
+    """A known cause to find: a user who likes `item_id` goes on to like the items of `topic` (their affinity for
+    that topic's items rises by `boost`, in affinity units, from the next event on). Until a user has been shown
+    the item, it is shown with probability `show` at each event, so enough users meet it."""
+    item_id: str
+    topic: int
+    boost: float = 2.5
+    show: float = 0.1
+
+
+def choose_trigger(world: "SyntheticWorld", topic: int = 0) -> PlantedTrigger:
+    """The trigger of the analysis bench: the best-quality item of another topic that exists from the start
+    (often liked even by users far from its topic, so many users are triggered)."""
+    rows = [r for r, it in enumerate(world.items) if it.topic != topic and it.born == 0]
+    if not rows:
+        raise ValueError("no item outside the trigger topic exists from the start")
+    best = max(rows, key=lambda r: world.quality[r])
+    return PlantedTrigger(world.items[best].item_id, topic)
+
+
+@dataclass(frozen=True)
 class Interaction:
     user_id: str
     item_id: str
@@ -130,20 +151,29 @@ class SyntheticWorld:
     def item_records(self) -> list[dict]:
         return [it.record() for it in self.items]
 
-    def simulate(self) -> list[Interaction]:
-        """Every user's events in time order (ts = step); deterministic given the config's seed."""
+    def simulate(self, trigger: PlantedTrigger | None = None) -> list[Interaction]:
+        """Every user's events in time order (ts = step); deterministic given the config's seed. With a
+        `trigger`, its rule is planted (the world without one is drawn exactly as before)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed + 1)
         out: list[Interaction] = []
+        if trigger is not None:
+            trigger_row = self.row_of[trigger.item_id]
+            boost = np.array([trigger.boost if it.topic == trigger.topic else 0.0 for it in self.items])
         for u in range(cfg.users):
             topics = rng.choice(cfg.topics, size=int(rng.integers(1, 3)), replace=False)
             taste = _unit(self.topic_centres[topics].sum(0) + rng.standard_normal(cfg.dim) * 0.3)
             n_events = int(rng.integers(cfg.events_per_user[0], cfg.events_per_user[1] + 1))
             shown = np.zeros(len(self.items), dtype=bool)
+            triggered = False
             for t in range(n_events):
                 available = np.flatnonzero(self.born <= t)
                 affinity = self.item_matrix[available] @ taste * cfg.sharpness + self.quality[available]
-                if rng.random() < cfg.shown_near_taste:
+                if triggered:
+                    affinity = affinity + boost[available]
+                if trigger is not None and not shown[trigger_row] and rng.random() < trigger.show:
+                    j = trigger_row
+                elif rng.random() < cfg.shown_near_taste:
                     weights = np.exp(affinity - affinity.max())
                     weights[shown[available]] = 0.0
                     if weights.sum() <= 0:  # a tiny world where the user has seen every item: show one again
@@ -153,8 +183,12 @@ class SyntheticWorld:
                     j = int(rng.choice(available))
                 shown[j] = True
                 a = float(self.item_matrix[j] @ taste * cfg.sharpness + self.quality[j])
+                if triggered:
+                    a += float(boost[j])
                 probs = action_probabilities(a)
                 action = WORLD_ACTIONS[int(rng.choice(4, p=probs))]
+                if trigger is not None and j == trigger_row and action == "like":
+                    triggered = True
                 out.append(Interaction(str(u + 1), self.items[j].item_id, action, t, tuple(float(p) for p in probs)))
                 taste = _unit(taste + rng.standard_normal(cfg.dim) * cfg.drift / math.sqrt(cfg.dim))
                 if rng.random() < cfg.jump_prob:

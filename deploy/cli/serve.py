@@ -1,4 +1,5 @@
-"""`sidstream serve` and `sidstream bench serving` (handlers: deploy/serve.py, deploy/bench/serving.py)."""
+"""`sidstream serve`, `sidstream bench serving` and `sidstream bench analysis` (handlers: deploy/serve.py,
+deploy/bench/serving.py, deploy/bench/analysis.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,3 +41,10 @@ def register(commands, bench) -> None:
                         "haproxy)")
     b.add_argument("--work-dir", type=Path, default=Path("var/bench/serving"))
     b.set_defaults(handler="deploy.bench.serving:cmd_bench_serving")
+
+    a = bench.add_parser("analysis", help="what-if and attribution on the synthetic world with a planted trigger: "
+                                          "how often /explain finds it, what /whatif shows, and their cost")
+    a.add_argument("--out", required=True, type=Path, help="JSON report")
+    a.add_argument("--quick", action="store_true", help="a small world and 150 s of training (about 4 minutes)")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(handler="deploy.bench.analysis:cmd_bench_analysis")

@@ -3,7 +3,8 @@ import pytest
 
 from trainer.actions import predicted_action_probs
 from trainer.synthetic import (WORLD_ACTIONS, Interaction, SyntheticWorld, WorldConfig, action_probabilities,
-                               bench_world_config, by_user, history_reference_probs, item_prior_probs)
+                               bench_world_config, by_user, choose_trigger, history_reference_probs,
+                               item_prior_probs)
 
 
 def small(seed=0):
@@ -160,3 +161,20 @@ def test_item_prior_counts_training_actions_with_smoothing():
     assert np.allclose(probs[1], (np.array([1, 0, 1, 0]) + prior) / 3)
     assert np.allclose(probs[2], prior)  # an item never seen in training gets the overall frequencies
     assert np.allclose(probs.sum(-1), 1.0)
+
+
+def test_a_planted_trigger_makes_its_likers_like_its_topic_and_leaves_the_plain_world_alone():
+    world = SyntheticWorld(WorldConfig(users=400, items=300, seed=3))
+    plain = world.simulate()
+    trigger = choose_trigger(world, topic=1)
+    assert world.items[world.row_of[trigger.item_id]].topic != 1
+    planted = by_user(world.simulate(trigger))
+    assert SyntheticWorld(WorldConfig(users=400, items=300, seed=3)).simulate() == plain  # no trigger: as before
+    topic = {it.item_id: it.topic for it in world.items}
+    after, before = [], []
+    for events in planted.values():
+        liked = next((i for i, e in enumerate(events) if e.item_id == trigger.item_id and e.action == "like"), None)
+        for i, e in enumerate(events):
+            if topic[e.item_id] == 1:
+                (after if liked is not None and i > liked else before).append(e.action == "like")
+    assert len(after) > 50 and np.mean(after) > np.mean(before) + 0.2

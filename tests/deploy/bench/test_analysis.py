@@ -1,0 +1,32 @@
+"""bench analysis's measurement on a small planted world, with an untrained model served by the real serving core
+(the share it reports is only meaningful after training; here the counting and the report are checked)."""
+import torch
+
+from deploy.bench.analysis import WINDOW, planted_trigger, timings
+from serving.service import RecommenderService
+from serving.settings import ServingSettings
+from trainer.pretrain import TrainConfig, new_model
+from trainer.registry import save_model
+from trainer.synthetic import SyntheticWorld, WorldConfig, by_user, choose_trigger, world_catalogue
+
+
+def test_planted_trigger_cases_and_timings_are_counted_from_the_served_model(tmp_path):
+    world = SyntheticWorld(WorldConfig(users=200, items=300, events_per_user=(10, 20), seed=2))
+    trigger = choose_trigger(world)
+    logs = by_user(world.simulate(trigger))
+    catalogue = world_catalogue(world, codes_per_level=8)
+    torch.manual_seed(0)
+    model = new_model(TrainConfig(d_model=32, n_layers=1, n_heads=2, window_events=WINDOW), catalogue.vocab,
+                      catalogue.trie)
+    save_model(tmp_path / "m", model, catalogue.vocab, extra={"train_config": {"window_events": WINDOW}})
+    service = RecommenderService(catalogue.vocab, catalogue.trie, None,
+                                 ServingSettings(follow_updates=False, max_history_events=WINDOW))
+    service.load_model(tmp_path / "m")
+    topic = {it.item_id: it.topic for it in world.items}
+    result = planted_trigger(service, logs, sorted(logs, key=int), trigger, topic, 8, lambda line: None)
+    assert result["cases"] == 8 and 1 <= result["users"] <= 8
+    assert 0.0 <= result["top1_share"] <= 1.0 and 0.0 < result["chance_top1_share"] < 1.0
+    assert set(result["whatif_remove_trigger_like_change"]) == {"mean", "std", "share_lowered"}
+    cost = timings(service, catalogue.trie.item_ids(), 0, 2, lambda line: None)
+    assert set(cost) == {"whatif_ms", "explain_ms"}
+    assert cost["explain_ms"]["histories"] == 2 and cost["explain_ms"]["p50"] > 0
