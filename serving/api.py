@@ -19,6 +19,7 @@ import hmac
 ORDERS = ("logprob", "value", "expected_value")
 Order = Literal["logprob", "value", "expected_value"]
 Channels = Literal["generative", "dense", "both"]
+Mode = Literal["topk", "slate"]
 MAX_WEIGHTS = 32
 MAX_PREFIX = 8  # codes; longer than any SID this project builds (the service checks the real length)
 MAX_CODE = 1 << 20
@@ -63,6 +64,10 @@ _COMMON_DOC = {
                 "when it is on); value: the value function; expected_value: P(item) x value",
     "channels": "retrieval channels: generative (trie-constrained beam search over SIDs), dense (item vectors "
                 "from an index) or both (default, where the model has a dense head)",
+    "mode": "topk (default): the k best items for the history, scored alone; slate: the list built one item at "
+            "a time, each next item the best after the history plus the items already placed (each followed by "
+            "slate_action), so later items depend on earlier ones; a slate keeps its placement order",
+    "slate_action": "slate: the action assumed after each placed item (default: that item's most likely action)",
 }
 
 
@@ -76,6 +81,8 @@ def request_models(max_k: int = 100, max_history_events: int = 200, max_user_id_
                                                          description=_COMMON_DOC["value_weights"])),
         "order_by": (Order | None, Field(None, description=_COMMON_DOC["order_by"])),
         "channels": (Channels | None, Field(None, description=_COMMON_DOC["channels"])),
+        "mode": (Mode, Field("topk", description=_COMMON_DOC["mode"])),
+        "slate_action": (str | None, Field(None, min_length=1, max_length=64, description=_COMMON_DOC["slate_action"])),
         "sid_prefix": (list[Annotated[JsonInt, Field(ge=0, le=MAX_CODE)]] | None,
                        Field(None, min_length=1, max_length=MAX_PREFIX, description=_COMMON_DOC["sid_prefix"])),
     }
@@ -234,6 +241,8 @@ class Query:
     events: tuple[tuple[str, str], ...] | None = None
     sid_prefix: tuple[int, ...] | None = None
     channels: str | None = None
+    mode: str = "topk"
+    slate_action: str | None = None
 
     @classmethod
     def from_request(cls, request: BaseModel) -> "Query":
@@ -241,6 +250,7 @@ class Query:
         events = data.get("history")
         return cls(k=data["k"], exclude_seen=data["exclude_seen"], value_weights=data.get("value_weights"),
                    order_by=data.get("order_by"), user_id=data.get("user_id"), channels=data.get("channels"),
+                   mode=data.get("mode") or "topk", slate_action=data.get("slate_action"),
                    sid_prefix=None if data.get("sid_prefix") is None else tuple(data["sid_prefix"]),
                    events=None if events is None else tuple((e["item_id"], e["action"]) for e in events))
 

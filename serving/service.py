@@ -298,15 +298,23 @@ class RecommenderService:
                 meta["history_events"] = min(events, window)
                 beam = max(self.settings.beam_size, q.k)
                 channels = self._channels(state, q.channels)
-                prepared.append((i, (beam, q.sid_prefix, channels), tokens, seen, meta, weights, order))
+                if q.mode not in ("topk", "slate"):
+                    raise RequestError(f"mode must be topk or slate, got {q.mode!r}")
+                if q.slate_action is not None and (q.mode != "slate" or q.slate_action not in self.vocab.actions):
+                    raise RequestError(f"slate_action {q.slate_action!r} needs mode 'slate' and one of this "
+                                       f"catalogue's actions: {list(self.vocab.actions)}")
+                # a slate picks each item by the query's own ordering, so its weights and order join the key
+                slate = (q.mode, q.slate_action, order, tuple(sorted((weights or {}).items()))) \
+                    if q.mode == "slate" else None
+                prepared.append((i, (beam, q.sid_prefix, channels, slate), tokens, seen, meta, weights, order))
             except GenerationError as exc:
                 results[i] = RequestError(str(exc))
             except RequestError as exc:
                 results[i] = exc
 
         t0 = time.perf_counter()
-        for key in sorted({p[1] for p in prepared}, key=lambda k: (k[0], k[1] or (), k[2])):
-            beam, prefix, channels = key
+        for key in sorted({p[1] for p in prepared}, key=lambda k: (k[0], k[1] or (), k[2], k[3] or ())):
+            beam, prefix, channels, slate = key
             group = [p for p in prepared if p[1] == key]
             trie = state.trie if prefix is None else self._subtrie(state.trie, prefix)
             # a query ordered by log-probability needs actions for its k best beams only, others for every beam
@@ -316,13 +324,22 @@ class RecommenderService:
                 if index is not None and prefix is not None:  # the dense channel searches the same region
                     items = trie.item_ids()
                     index = ExactIndex(items, state.index.vectors_of(items).numpy())
-                engine = GenerationEngine(state.model, self.vocab, trie, self._config(state, beam, top, channels),
-                                          index=index)
-                lists = engine.recommend_tokens([[self.vocab.BOS] + p[2] for p in group], [p[3] for p in group])
+                histories = [[self.vocab.BOS] + p[2] for p in group]
+                if slate is None:
+                    engine = GenerationEngine(state.model, self.vocab, trie,
+                                              self._config(state, beam, top, channels), index=index)
+                    lists = engine.recommend_tokens(histories, [p[3] for p in group])
+                else:
+                    _, action, order, weights = slate
+                    engine = GenerationEngine(state.model, self.vocab, trie, self._config(
+                        state, beam, beam, channels, order, dict(weights) or self.default_weights), index=index)
+                    lists = engine.slate(histories, [p[3] for p in group], max(queries[p[0]].k for p in group),
+                                         action)
             else:
                 lists = [[] for _ in group]
             for (i, _, _, _, meta, weights, order), recs in zip(group, lists):
-                results[i] = self._response(state, queries[i], recs, meta, weights, order)
+                results[i] = self._response(state, queries[i], recs, meta, weights, order,
+                                            keep_order=slate is not None)
         timings.generation_ms = (time.perf_counter() - t0) * 1000
         self.metrics.stage.labels("generation").observe(timings.generation_ms / 1000)
         self.metrics.batch_size.observe(len(queries))
@@ -434,11 +451,12 @@ class RecommenderService:
             return encoder.items_in_tokens(tokens)
         return {item for item in trie.items_at(codes) if item is not None}
 
-    def _config(self, state: ServingState, beam: int, top_k: int, channels: str | None = None) -> GenerationConfig:
+    def _config(self, state: ServingState, beam: int, top_k: int, channels: str | None = None,
+                order_by: str = "logprob", value_weights: dict | None = None) -> GenerationConfig:
         """The engine returns its `top_k` best candidates by retrieval score, each with its action
-        probabilities; the response re-ranks them by the query's own ordering."""
+        probabilities; the response re-ranks them by the query's own ordering (a slate's engine ranks by it)."""
         return GenerationConfig(beam_size=beam, top_k=top_k, exclude_seen=True, window_events=state.window_events,
-                                channels=channels,
+                                channels=channels, order_by=order_by, value_weights=value_weights,
                                 dense_weight=(state.manifest.get("generation") or {}).get("dense_weight", 1.0))
 
     @staticmethod
@@ -451,7 +469,8 @@ class RecommenderService:
             return "generative"
         return requested or "both"
 
-    def _response(self, state: ServingState, query: Query, recs, meta: dict, weights, order: str) -> dict:
+    def _response(self, state: ServingState, query: Query, recs, meta: dict, weights, order: str,
+                  keep_order: bool = False) -> dict:
         weights = weights if weights is not None else self.default_weights
         items = []
         for r in recs:
@@ -461,7 +480,8 @@ class RecommenderService:
             items.append({"item_id": r.item_id, "sid": list(state.trie.codes_of(r.item_id)), "score": score,
                           "log_prob": r.log_prob, "dense_score": r.dense_score, "channels": list(r.channels),
                           "value": value, "action_probs": r.action_probs})
-        items.sort(key=lambda x: -x["score"])
+        if not keep_order:  # a slate keeps its placement order
+            items.sort(key=lambda x: -x["score"])
         for item in items[: query.k]:
             self.metrics.score.labels("log_prob").observe(item["log_prob"])
             self.metrics.score.labels("value").observe(item["value"])

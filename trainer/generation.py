@@ -22,6 +22,10 @@ With `exclude_seen`, items in the history never take a slot: the dense index ski
 the beam search masks every SID prefix whose items are all seen, and the last level drops seen items before the
 best beams are kept. So a user with at least k unseen items gets k.
 
+Slates (`slate`): the list built one item at a time. Each next item is the best the search above finds
+after the history plus the items already placed, each placed item followed by an action token (a given
+action, else the item's most likely one), so the second item depends on the first; no diversity rule.
+
 The retrieval score (`order_by="logprob"`) adds the log-probabilities of the channels in use:
 `log P_sid(item | history) + dense_weight * log softmax_c(dense score)`, the softmax taken over the user's
 merged candidates c (a product of the two channels' distributions; the normaliser is the same for every
@@ -204,6 +208,33 @@ class GenerationEngine:
         if not self.config.exclude_seen:
             seen = [set()] * len(token_histories)
         return self.rank(self.search([self._truncate(t) for t in token_histories], seen))
+
+    @torch.no_grad()
+    def slate(self, token_histories: Sequence[Sequence[int]], seen: Sequence[Collection[str]], k: int,
+              action: str | None = None) -> list[list[Recommendation]]:
+        """Up to k items per user in placement order, each found after the history plus the items placed
+        before it, those followed by `action` (default: each one's most likely action). A placed item is never
+        placed again; `seen` are excluded too (pass empty sets to allow them)."""
+        if action is not None and action not in self._action_tokens:
+            raise GenerationError(f"unknown action {action!r}; this catalogue's actions: "
+                                  f"{', '.join(self.vocab.actions)}")
+        if action is None and not self.config.with_actions:
+            raise GenerationError("a slate without a given action needs with_actions=True (the most likely action)")
+        histories = [list(t) for t in token_histories]
+        excluded = [set(s) for s in seen]
+        placed: list[list[Recommendation]] = [[] for _ in histories]
+        for _ in range(k):
+            best = self.rank(self.search([self._truncate(t) for t in histories], excluded))
+            for b, recs in enumerate(best):
+                if not recs:  # nothing left to place for this user
+                    continue
+                item = recs[0]
+                placed[b].append(item)
+                excluded[b].add(item.item_id)
+                taken = action or max(item.action_probs, key=item.action_probs.get)
+                histories[b] += [*self.vocab.sid_to_tokens(self.trie.codes_of(item.item_id)),
+                                 self._action_tokens[taken]]
+        return placed
 
     def rank(self, candidates: list[list[Candidate]], dense_weight: float | None = None) -> list[list[Recommendation]]:
         """Each user's merged candidates as recommendations: valued, ordered by `order_by`, the top k

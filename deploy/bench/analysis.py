@@ -7,8 +7,10 @@ later event of a held-out, triggered user on a topic-C item while X is still in 
 - /explain: is X the event whose occlusion lowers P(like | history, item) most? (`planted_trigger_top1_share`,
   against the chance share 1 / history length);
 - /whatif: how much does removing X change P(like) of that item? (mean, spread, share of cases lowered).
-Then the cost of both at 50-event histories (`whatif_ms`, `explain_ms`: p50 and p99). Slates and A/B arms
-(issue 23) are not built, so the report has no `slate`, `topk` or `ab` keys.
+Then slates against pointwise top-k on the same held-out users (`slate`, `topk`: recall@10 of each user's last
+event, distinct first SID codes, mean pairwise cosine distance of the items' latent vectors, mean value), and
+the cost of what-if and explain at 50-event histories (`whatif_ms`, `explain_ms`: p50 and p99). A/B arms are
+not built, so the report has no `ab` key.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 
 from catalogue.bench import machine_info, percentile
 from serving.analysis import Edit
+from serving.api import Query
 from serving.service import RecommenderService
 from serving.settings import ServingSettings
 from trainer.data import Tokenizer, leave_one_out
@@ -58,6 +61,7 @@ def run_analysis_bench(out_file, quick: bool = False, seed: int = 0, log=print) 
     report = {"planted_trigger": planted_trigger(service, logs, users[cut:], trigger, topic, 150 if quick else 600,
                                                  log)}
     report["planted_trigger_top1_share"] = report["planted_trigger"]["top1_share"]
+    report.update(slate_and_topk(service, logs, users[cut:][: 300 if quick else 2000], world, log))
     report.update(timings(service, catalogue.trie.item_ids(), world_cfg.seed, 20 if quick else 100, log))
     report["configuration"] = {"world": asdict(world_cfg), "trigger": asdict(trigger), "train": asdict(config),
                                "train_seconds": round(result.train_seconds, 1), "quick": quick,
@@ -105,6 +109,35 @@ def planted_trigger(service, logs, users, trigger, topic, max_cases: int, log) -
         f"P(like) by {out['whatif_remove_trigger_like_change']['mean']:+.3f} on average "
         f"(sd {out['whatif_remove_trigger_like_change']['std']:.3f}, lowered in "
         f"{out['whatif_remove_trigger_like_change']['share_lowered']:.1%})")
+    return out
+
+
+def slate_and_topk(service, logs, users, world, log, k: int = 10, batch: int = 50) -> dict:
+    """The same held-out users' lists both ways, each user's last event the target: recall@k, distinct first
+    SID codes, mean pairwise cosine distance of the items' latent vectors, mean value of the list."""
+    out = {}
+    for mode in ("slate", "topk"):
+        hits, distinct, distance, value = [], [], [], []
+        for start in range(0, len(users), batch):
+            chunk = users[start : start + batch]
+            queries = [Query(k=k, events=tuple((e.item_id, e.action) for e in logs[u][:-1][-WINDOW:]), mode=mode)
+                       for u in chunk]
+            for user, result in zip(chunk, service.recommend(queries)):
+                items = [i["item_id"] for i in result["items"]]
+                hits.append(logs[user][-1].item_id in items)
+                distinct.append(len({i["sid"][0] for i in result["items"]}))
+                vectors = world.item_matrix[[world.row_of[i] for i in items]]
+                cos = vectors @ vectors.T / np.outer(np.linalg.norm(vectors, axis=1), np.linalg.norm(vectors, axis=1))
+                distance.append(float((1 - cos)[np.triu_indices(len(items), 1)].mean()))
+                value.append(float(np.mean([i["value"] for i in result["items"]])))
+        out[mode] = {"recall@10": round(float(np.mean(hits)), 4),
+                     "distinct_first_codes": round(float(np.mean(distinct)), 2),
+                     "pairwise_distance": round(float(np.mean(distance)), 4), "value": round(float(np.mean(value)), 4),
+                     "users": len(hits)}
+    log(f"slate vs top-k over {len(users)} held-out users: recall@10 {out['slate']['recall@10']} / "
+        f"{out['topk']['recall@10']}, distinct first codes {out['slate']['distinct_first_codes']} / "
+        f"{out['topk']['distinct_first_codes']}, pairwise distance {out['slate']['pairwise_distance']} / "
+        f"{out['topk']['pairwise_distance']}, value {out['slate']['value']} / {out['topk']['value']}")
     return out
 
 

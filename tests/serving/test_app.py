@@ -200,3 +200,20 @@ def test_json_types_are_not_coerced(tmp_path):
         r = client.post("/recommend", json=body)
         assert r.status_code == 422, (body, r.text)
     assert client.post("/recommend", json={"user_id": "alice", "k": 3.0}).status_code == 200
+
+
+def test_slate_mode_keeps_the_placement_order_and_checks_its_action(tmp_path):
+    client, _ = make_client(tmp_path)
+    r = client.post("/recommend", json={"user_id": "alice", "k": 5, "mode": "slate"})
+    assert r.status_code == 200, r.text
+    slate = [i["item_id"] for i in r.json()["items"]]
+    topk = [i["item_id"] for i in client.post("/recommend", json={"user_id": "alice", "k": 5}).json()["items"]]
+    assert len(set(slate)) == 5 and not set(slate) & set(HISTORY) and slate[0] == topk[0]
+    r = client.post("/recommend/history", json={"history": [{"item_id": "i1", "action": "click"}], "k": 3,
+                                                "mode": "slate", "slate_action": "like"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 3
+    for body, words in (({"user_id": "alice", "mode": "slate", "slate_action": "teleport"}, "one of this catalogue"),
+                        ({"user_id": "alice", "slate_action": "like"}, "needs mode 'slate'"),
+                        ({"user_id": "alice", "mode": "carousel"}, "'topk' or 'slate'")):
+        r = client.post("/recommend", json=body)
+        assert r.status_code == 422 and words in r.text, r.text

@@ -191,3 +191,30 @@ def test_a_catalogues_own_actions_drive_the_default_value_function():
         assert r.value == pytest.approx(20 * r.action_probs["love"] + 10 * r.action_probs["like"]
                                         - 20 * r.action_probs["dislike"], rel=1e-5)
     assert [r.value for r in recs] == sorted((r.value for r in recs), reverse=True)
+
+
+def test_a_slate_places_each_item_after_the_items_before_it():
+    trie = make_trie(20, seed=4)
+    model = make_model(seed=2)
+    engine = GenerationEngine(model, VOCAB, trie, GenerationConfig(beam_size=10, top_k=10))
+    h = history(trie, ["i0", "i1"], ["like", "click"])
+    tokens = engine.encode_history(h)
+    (slate,) = engine.slate([tokens], [{"i0", "i1"}], k=4)
+    assert len(slate) == 4 and len({r.item_id for r in slate}) == 4 and not {"i0", "i1"} & {r.item_id for r in slate}
+    # step by step: each placed item is the top-1 after the history plus the items placed before it, each
+    # followed by its most likely action
+    grown, seen = list(tokens), {"i0", "i1"}
+    for placed in slate:
+        (top,) = engine.recommend_tokens([grown], [seen])
+        assert placed.item_id == top[0].item_id and placed.log_prob == pytest.approx(top[0].log_prob, abs=1e-5)
+        action = max(top[0].action_probs, key=top[0].action_probs.get)
+        grown += VOCAB.sid_to_tokens(trie.codes_of(placed.item_id)) + [VOCAB.action_token(action)]
+        seen.add(placed.item_id)
+    # a given action follows every placed item instead; a catalogue smaller than k gives what it has
+    (liked,) = engine.slate([tokens], [set()], k=3, action="like")
+    (first,) = engine.recommend_tokens([tokens], [set()])
+    assert liked[0].item_id == first[0].item_id
+    (everything,) = engine.slate([tokens], [set()], k=25)
+    assert sorted(r.item_id for r in everything) == sorted(trie.item_ids())
+    with pytest.raises(GenerationError, match="unknown action"):
+        engine.slate([tokens], [set()], k=2, action="teleport")
