@@ -330,11 +330,12 @@ class RecommenderService:
                                               self._config(state, beam, top, channels), index=index)
                     lists = engine.recommend_tokens(histories, [p[3] for p in group])
                 else:
-                    _, action, order, weights = slate
+                    _, slate_action, slate_order, slate_weights = slate
                     engine = GenerationEngine(state.model, self.vocab, trie, self._config(
-                        state, beam, beam, channels, order, dict(weights) or self.default_weights), index=index)
+                        state, beam, beam, channels, slate_order, dict(slate_weights) or self.default_weights),
+                        index=index)
                     lists = engine.slate(histories, [p[3] for p in group], max(queries[p[0]].k for p in group),
-                                         action)
+                                         slate_action)
             else:
                 lists = [[] for _ in group]
             for (i, _, _, _, meta, weights, order), recs in zip(group, lists):
@@ -360,7 +361,8 @@ class RecommenderService:
                                    self._config(state, max(self.settings.beam_size, k), k, engine.channels),
                                    index=state.index)
             seen = {e.item_id for e in events if e.item_id is not None}
-            items = [r.item_id for r in top.recommend_tokens([history_tokens(events, self.vocab.BOS)], [seen])[0][:k]]
+            (best,) = top.recommend_tokens([history_tokens(events, self.vocab.BOS)], [seen])
+            items = [r.item_id for r in best[:k]]
         items = list(dict.fromkeys(items))  # each item once, in the order given
         before, after = self._item_scores(engine, [events, edited], items, weights)
         return {"user_id": user_id, "model_version": state.model_version,

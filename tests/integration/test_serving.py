@@ -337,7 +337,7 @@ def test_a_backfilled_user_is_served_with_the_past_before_any_stream_event(stack
     assert not body["cold_start"] and body["history_events"] == min(len(sequences[user]), 20)
 
 
-def test_whatif_and_explain_through_the_live_app_read_the_users_stored_history(stack):
+def test_whatif_explain_and_slates_through_the_live_app_read_the_users_stored_history(stack):
     histories, window = stack["histories"], stack["settings"].window_events
     user = max(histories, key=lambda u: len(histories[u]))
     with httpx.Client(base_url=stack["base"], timeout=60) as client:
@@ -355,6 +355,10 @@ def test_whatif_and_explain_through_the_live_app_read_the_users_stored_history(s
         assert sorted(explained["by_retrieval"]) == list(range(len(read)))
         r = client.post("/whatif", json={"user_id": user, "edits": [{"op": "remove", "index": 99}]})
         assert r.status_code == 422 and "there is no event 99" in r.text
+        r = client.post("/recommend", json={"user_id": user, "k": 5, "mode": "slate"})
+        assert r.status_code == 200, r.text
+        slate = [i["item_id"] for i in r.json()["items"]]
+        assert len(set(slate)) == 5 and not set(slate) & set(read)
 
 
 def test_schemathesis_finds_no_failure_against_the_live_app(stack):
