@@ -2,6 +2,7 @@
 # Installs everything sidstream needs on a fresh Debian machine, from the project's own files:
 #   - Java 17+ and Maven (apt, only when missing and running as root),
 #   - Debian's redis-server (apt, same rule) for the Feast Redis online store,
+#   - Debian's chromium and chromium-driver (apt, same rule) for the live page's browser test,
 #   - a virtual environment .venv with the pinned Python stack (pyproject.toml + deploy/constraints.txt),
 #   - the Kafka broker jars, resolved once from Maven Central into ~/.cache/sidstream (outside the repo).
 # Idempotent: a second run only checks and takes seconds.
@@ -24,6 +25,9 @@ apt_install() {
 command -v java >/dev/null || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null || apt_install maven
 command -v redis-server >/dev/null || apt_install redis-server || say "redis-server unavailable: Redis tests will be skipped"
+# a real browser for the live page's test: Debian's chromium and its chromedriver (no browser download at run time)
+command -v chromedriver >/dev/null || apt_install chromium chromium-driver \
+  || say "chromium unavailable: the browser test will be skipped"
 
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from serving.app import build_deployment, ingress_problem, run_local_ray, shutdo
 from serving.service import RecommenderService  # with serving.metrics: prometheus-client before feast
 from serving.settings import ServingSettings
 from streams.follow import TopicFollower, WholeTopicReader
+from streams.producer import EventProducer
 from streams.settings import StreamSettings
 from trainer.model_registry import ModelRegistry
 from trainer.registry import UpdateRefused
@@ -46,6 +48,7 @@ def build_replica_service(settings):
     if settings.follow_updates:
         streams = StreamSettings()
         bootstrap, topics = streams.kafka_bootstrap_servers, streams.topics
+        service.event_sink = kafka_event_sink(bootstrap, topics.interactions)
         followers.append(TopicFollower(
             "model-updates", lambda: WholeTopicReader(bootstrap, topics.model_updates, start="last",
                                                       client_id=f"sidstream-serving-{topics.model_updates}"),
@@ -55,6 +58,21 @@ def build_replica_service(settings):
                                                   client_id=f"sidstream-serving-{topics.catalogue}"),
             service.handle_catalogue_records, settings.update_poll_s).start())
     return service, followers
+
+
+def kafka_event_sink(bootstrap: str, topic: str):
+    """POST /events' sink: each event to `topic`, acknowledged before the request answers (so a click the broker
+    did not take is reported, not lost). The producer starts with the first event."""
+    producer: list[EventProducer] = []
+    lock = threading.Lock()
+
+    def send(event) -> None:
+        with lock:
+            if not producer:
+                producer.append(EventProducer(bootstrap))
+        producer[0].send(topic, event).get(timeout=10)
+
+    return send
 
 
 def resolve_model_dir(path: Path) -> Path:

@@ -142,6 +142,19 @@ def analysis_models(max_k: int = 100, max_history_events: int = 200, max_user_id
     return whatif, explain
 
 
+def page_models(max_user_id_chars: int = 200):
+    """(HistoryRequest, EventRequest): what the live page reads and writes."""
+    config = ConfigDict(extra="forbid")
+    user = (str, Field(min_length=1, max_length=max_user_id_chars, pattern=ID_PATTERN))
+    history = create_model("HistoryRequest", __config__=config, __doc__="A user's stored history.", user_id=user)
+    event = create_model(
+        "EventRequest", __config__=config,
+        __doc__="An interaction sent to the `interactions` topic, checked as `sidstream produce` checks it.",
+        user_id=user, item_id=(str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)),
+        action=(str, Field(min_length=1, max_length=64, description="one of the catalogue's actions")))
+    return history, event
+
+
 class ItemScores(BaseModel):
     log_prob: float = Field(description="log P(item's SID | history)")
     dense_score: float | None = Field(None, description="the dense channel's score; null without a dense head")
@@ -159,6 +172,22 @@ class WhatIfItem(BaseModel):
 class EventOut(BaseModel):
     item_id: str | None = Field(description="null: the item is no longer in the catalogue")
     action: str
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    events: list[EventOut] = Field(description="the events the model reads, oldest first")
+    event_count: int = Field(description="events the stream has appended for this user in all")
+    last_event_ms: int | None = None
+    model_version: str
+
+
+class EventResponse(BaseModel):
+    event_id: str
+    user_id: str
+    item_id: str
+    action: str
+    ts: float
 
 
 class WhatIfResponse(BaseModel):
@@ -285,3 +314,4 @@ def check_bearer(header: str | None, api_key: str | None) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
         raise RequestError("invalid API key", 401)
+

@@ -6,9 +6,10 @@ concurrent queries with `@serve.batch` and runs each batch on the replica's even
 `generation_thread`, on a generation thread; see ServingSettings for the measured trade-off).
 
 Routes: POST /recommend, POST /recommend/history, POST /whatif (items scored before and after edits to a history),
-POST /explain (leave-one-out attribution of an item's scores to past events), GET /healthz (process up), GET
-/readyz (a model is loaded), GET /metrics (Prometheus). With `api_key` set, every POST route and /metrics need
-`Authorization: Bearer <key>`.
+POST /explain (leave-one-out attribution of an item's scores to past events), POST /history (a user's stored
+events), POST /events (an interaction to the `interactions` topic), GET / (the live page), GET /healthz
+(process up), GET /readyz (a model is loaded), GET /metrics (Prometheus). With `api_key` set, every POST route
+and /metrics need `Authorization: Bearer <key>`.
 """
 
 import asyncio
@@ -19,23 +20,26 @@ import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import ray
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ray import serve
 
 from serving.analysis import Edit
-from serving.api import (ErrorResponse, ExplainResponse, HealthResponse, Query, RecommendResponse, RequestError,
-                         WhatIfResponse, analysis_models, check_bearer, request_models)
+from serving.api import (ErrorResponse, EventResponse, ExplainResponse, HealthResponse, HistoryResponse, Query,
+                         RecommendResponse, RequestError, WhatIfResponse, analysis_models, check_bearer, page_models,
+                         request_models)
 from serving.service import BatchTimings, NotReady, RecommenderService
 from serving.settings import ServingSettings
 
 log = logging.getLogger("sidstream.serving.app")
+PAGE = (Path(__file__).with_name("page.html")).read_text()  # plain HTML and a little JavaScript, no build step
 
 DESCRIPTION = """Generative recommendations: the next item's semantic ID is decoded by trie-constrained beam search,
 so every item returned is a live catalogue item; each comes with P(action | history, item).
@@ -201,6 +205,23 @@ def create_app(settings: ServingSettings, backend):
     async def explain(body: ExplainRequest):
         return await analyse("/explain", lambda: service.explain(
             body.user_id, history_of(body), body.item_id, body.action, body.channels, body.value_weights))
+
+    HistoryRequest, EventRequest = page_models(settings.max_user_id_chars)
+
+    @app.post("/history", response_model=HistoryResponse, responses=analysis_errors, dependencies=guarded,
+              summary="a user's stored history: the events the model reads")
+    async def history(body: HistoryRequest):
+        return await analyse("/history", lambda: service.history(body.user_id))
+
+    @app.post("/events", response_model=EventResponse, responses=errors, dependencies=guarded,
+              summary="send an interaction to the interactions topic (checked as `sidstream produce` checks it)")
+    async def events(body: EventRequest):
+        return await analyse("/events", lambda: service.produce_event(body.user_id, body.item_id, body.action))
+
+    @app.get("/", response_class=HTMLResponse, summary="the live page: a user's history and recommendations, "
+                                                       "with a button per action")
+    async def page():
+        return HTMLResponse(PAGE)
 
     @app.get("/healthz", response_model=HealthResponse, summary="the process is up")
     async def healthz():

@@ -12,8 +12,9 @@ import logging
 import math
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from trainer.generation import GenerationConfig, GenerationEngine, GenerationErr
 from trainer.item_index import ExactIndex, build_item_index, compose_item_vectors, publish_item_vectors
 from serving.metrics import ServingMetrics
 from serving.settings import ServingSettings
-from streams.schemas import CatalogueChange, parse_catalogue_entry
+from streams.schemas import CatalogueChange, InteractionEvent, parse_catalogue_entry
 from trainer.registry import (RegistryError, UpdateRefused, check_model_update, check_vocab, load_model,
                               model_update_message, parse_model_update)
 from trainer.value import default_weights
@@ -82,6 +83,8 @@ class RecommenderService:
         self.replica_id = "local"  # the Ray deployment sets its replica's id; responses carry it in a header
         self.default_weights = default_weights(vocab.actions)
         self.metrics.trie_items.set(len(trie))
+        # where POST /events sends a checked InteractionEvent (deploy/serve.py: the `interactions` topic); None: off
+        self.event_sink: Callable[[InteractionEvent], None] | None = None
 
     # ----- state
     @property
@@ -347,6 +350,47 @@ class RecommenderService:
         timings.total_ms = (time.perf_counter() - started) * 1000
         return results
 
+    # ----- the live page's two reads and one write
+    def history(self, user_id: str) -> dict:
+        """The events of a user's stored sequence the model reads, oldest first, and how many it has seen."""
+        state, engine, _, _ = self._analysis_setup(None, [], None, None)
+        events, row = self._stored_events(state, user_id)
+        window = engine._window_events()
+        events = events[-window:] if window else []
+        return {"user_id": user_id, "events": [e.as_dict() for e in events],
+                "event_count": 0 if row is None else int(row.event_count),
+                "last_event_ms": None if row is None else (int(row.last_event_ms) or None),
+                "model_version": state.model_version}
+
+    def produce_event(self, user_id: str, item_id: str, action: str) -> dict:
+        """Check an interaction as `sidstream produce` and the worker would, then send it to the event sink."""
+        if self.event_sink is None:
+            raise NotReady("this replica has no event sink (no Kafka configured)")
+        if action not in self.vocab.actions:
+            raise RequestError(f"unknown action {action!r}; this catalogue's actions: {list(self.vocab.actions)}")
+        if item_id not in self.trie:
+            raise RequestError(f"item {item_id!r} is not in the catalogue")
+        now = time.time()
+        event = InteractionEvent(event_id=f"ui-{uuid.uuid4().hex}", user_id=user_id, item_id=item_id, action=action,
+                                 ts=now)
+        try:
+            self.event_sink(event)
+        except Exception as exc:  # the broker is down: the click may be retried
+            log.error("event sink failed: %s", exc)
+            raise NotReady(f"could not send the event: {type(exc).__name__}") from exc
+        return {"event_id": event.event_id, "user_id": user_id, "item_id": item_id, "action": action, "ts": now}
+
+    def _stored_events(self, state: ServingState, user_id: str):
+        """(the events of the user's stored sequence, the row; both empty/None for a user without one)."""
+        if self.sequences is None:
+            raise NotReady("no sequence store configured")
+        try:
+            row = self.sequences.read([user_id]).get(user_id)
+        except Exception as exc:  # the online store is down or not set up: the request may be retried
+            log.error("online store read failed: %s", exc)
+            raise NotReady(f"online store read failed: {type(exc).__name__}") from exc
+        return ([] if row is None else events_of_tokens(row.tokens, self.vocab, state.trie)), row
+
     # ----- what-if and attribution (the pure part: serving/analysis.py)
     def whatif(self, user_id: str | None, history, edits: Sequence[Edit], items: Sequence[str] | None = None,
                k: int = 10, channels: str | None = None, value_weights: dict | None = None) -> dict:
@@ -409,14 +453,7 @@ class RecommenderService:
             events = [new_event(item, action, self.vocab, state.trie, f"history event {n}")
                       for n, (item, action) in enumerate(history)]
         else:
-            if self.sequences is None:
-                raise NotReady("no sequence store configured")
-            try:
-                row = self.sequences.read([user_id]).get(user_id)
-            except Exception as exc:  # the online store is down or not set up: the request may be retried
-                log.error("online store read failed: %s", exc)
-                raise NotReady(f"online store read failed: {type(exc).__name__}") from exc
-            events = [] if row is None else events_of_tokens(row.tokens, self.vocab, state.trie)
+            events, _ = self._stored_events(state, user_id)
         window = engine._window_events()
         return state, engine, (events[-window:] if window else []), weights
 

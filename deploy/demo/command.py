@@ -154,6 +154,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         query = (f"curl -s -X POST http://127.0.0.1:{args.port}/recommend -H 'content-type: application/json' "
                  f"-d '{{\"user_id\": \"{some_user}\", \"k\": 10}}'")
         supervisor = Supervisor(children, RestartPolicy(), log)
+        log(f"live page: http://127.0.0.1:{args.port}/?user={some_user} (history, recommendations, a button per "
+            f"action; a click goes through Kafka and the worker like any event)")
         began = time.monotonic()
         while True:
             if args.duration is not None and time.monotonic() - began >= args.duration:

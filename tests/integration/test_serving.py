@@ -11,6 +11,7 @@
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -359,6 +360,57 @@ def test_whatif_explain_and_slates_through_the_live_app_read_the_users_stored_hi
         assert r.status_code == 200, r.text
         slate = [i["item_id"] for i in r.json()["items"]]
         assert len(set(slate)) == 5 and not set(slate) & set(read)
+
+
+def test_the_live_page_in_a_real_browser_shows_a_like_in_the_history_and_renders_again(stack):
+    """Debian's chromium, headless, driven by selenium through Debian's chromedriver, against the live app: pick a
+    user, click an action on a recommendation; the event goes through Kafka and the stream worker into Feast, the
+    page shows it in the history and renders the recommendations again."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("no Debian chromium + chromium-driver (deploy/install.sh installs them)")
+    from selenium import webdriver  # function-level: only this test drives a browser
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    shots = REPORT.parent
+    try:
+        user = sorted(stack["histories"])[0]
+        driver.get(f"{stack['base']}/?user={user}")
+        wait = WebDriverWait(driver, 60, poll_frequency=0.1)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.rec button"))
+        before = int(driver.find_element(By.ID, "history").get_attribute("data-count"))
+        renders = int(driver.find_element(By.ID, "recs").get_attribute("data-renders"))
+        driver.save_screenshot(str(shots / "page-before.png"))
+        row = driver.find_elements(By.CSS_SELECTOR, "tr.rec")[0]
+        item = row.get_attribute("data-item")
+        buttons = row.find_elements(By.TAG_NAME, "button")
+        button = next((b for b in buttons if b.get_attribute("data-action") == "like"), buttons[0])
+        action = button.get_attribute("data-action")
+        clicked = time.monotonic()
+        button.click()
+        wait.until(lambda d: int(d.find_element(By.ID, "history").get_attribute("data-count")) > before)
+        shown = time.monotonic() - clicked
+        wait.until(lambda d: int(d.find_element(By.ID, "recs").get_attribute("data-renders")) > renders)
+        rendered = time.monotonic() - clicked
+        last = driver.find_elements(By.CSS_SELECTOR, "tr.event")[-1].find_elements(By.TAG_NAME, "td")
+        assert (last[1].text, last[2].text) == (item, action)
+        assert not driver.find_element(By.ID, "error").text
+        driver.save_screenshot(str(shots / "page-after.png"))
+        _report("live_page", {"history_shown_s": round(shown, 2), "recommendations_rendered_s": round(rendered, 2),
+                              "item": item, "action": action})
+        assert rendered < 10.0, f"the page took {rendered:.1f} s to show the click"
+        # a refused event is shown on the page, not lost in the console
+        driver.execute_script("act('no-such-item', arguments[0])", action)
+        wait.until(lambda d: "not in the catalogue" in d.find_element(By.ID, "error").text)
+    finally:
+        driver.quit()
 
 
 def test_schemathesis_finds_no_failure_against_the_live_app(stack):

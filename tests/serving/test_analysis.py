@@ -134,3 +134,35 @@ def test_a_user_without_a_stored_sequence_has_an_empty_history_to_edit(tmp_path)
     assert r.status_code == 200 and r.json()["history"] == [] and len(r.json()["items"]) == 3
     r = client.post("/explain", json={"user_id": "nobody", "item_id": "i1"})
     assert r.status_code == 200 and r.json()["events"] == [] and r.json()["by_action"] == []
+
+
+def test_the_page_reads_history_and_sends_checked_events(tmp_path):
+    client, service = make_client(tmp_path)
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/events" in page.text
+    r = client.post("/history", json={"user_id": "alice"})
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == [{"item_id": i, "action": "click"} for i in HISTORY] and r.json()["event_count"] == 3
+    assert client.post("/history", json={"user_id": "nobody"}).json()["events"] == []
+    r = client.post("/events", json={"user_id": "alice", "item_id": "i5", "action": "like"})
+    assert r.status_code == 503 and "no event sink" in r.text  # no Kafka behind this replica
+    sent = []
+    service.event_sink = sent.append
+    r = client.post("/events", json={"user_id": "alice", "item_id": "i5", "action": "like"})
+    assert r.status_code == 200, r.text
+    (event,) = sent
+    assert (event.user_id, event.item_id, event.action) == ("alice", "i5", "like")
+    assert event.event_id == r.json()["event_id"] and event.event_id.startswith("ui-")
+    for body, words in (({"user_id": "alice", "item_id": "ghost", "action": "like"}, "not in the catalogue"),
+                        ({"user_id": "alice", "item_id": "i5", "action": "teleport"}, "unknown action"),
+                        ({"user_id": "alice", "item_id": "i5"}, "Field required")):
+        r = client.post("/events", json=body)
+        assert r.status_code == 422 and words in r.text, r.text
+    assert len(sent) == 1  # nothing refused was sent
+
+    def broken(event):
+        raise ConnectionError("broker down")
+
+    service.event_sink = broken
+    r = client.post("/events", json={"user_id": "alice", "item_id": "i5", "action": "like"})
+    assert r.status_code == 503 and "could not send" in r.text

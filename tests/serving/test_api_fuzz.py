@@ -69,6 +69,7 @@ def api(tmp_path_factory):
     trie = make_trie(40)
     rows = {"alice": UserSequence("alice", tokens_of(trie, ["i1", "i2"]), 2, 1000, 1)}
     service = RecommenderService(VOCAB, trie, DictSequences(rows), settings)
+    service.event_sink = [].append  # POST /events: checked events land in a list (Kafka's part is integration)
     path = tmp_path_factory.mktemp("model")
     publish(path)
     service.load_model(path)
