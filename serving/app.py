@@ -15,6 +15,7 @@ and /metrics need `Authorization: Bearer <key>`.
 import asyncio
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -218,6 +219,16 @@ def create_app(settings: ServingSettings, backend):
     async def events(body: EventRequest):
         return await analyse("/events", lambda: service.produce_event(body.user_id, body.item_id, body.action))
 
+    @app.get("/monitor", responses={200: {"content": {"application/json": {}}},
+                                    404: {"model": ErrorResponse, "description": "no monitor snapshot to serve"}},
+             summary="the monitor's newest snapshot (freshness, model version and age, alert states)")
+    async def monitor():
+        snapshot = newest_snapshot(settings.monitor_file)
+        if snapshot is None:
+            return JSONResponse({"detail": "no monitor snapshot: SIDSTREAM_MONITOR_FILE names none yet"},
+                                status_code=404)
+        return JSONResponse(snapshot)
+
     @app.get("/", response_class=HTMLResponse, summary="the live page: a user's history and recommendations, "
                                                        "with a button per action")
     async def page():
@@ -240,6 +251,37 @@ def create_app(settings: ServingSettings, backend):
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def newest_snapshot(path: Path | None, tail_bytes: int = 1 << 20) -> dict | None:
+    """The last complete JSON line of the monitor's history file (read from its end), or None."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return _finite(json.loads(line))
+        except ValueError:  # a line still being written, or cut by the tail's start
+            continue
+    return None
+
+
+def _finite(value):
+    """JSON has no NaN or infinity (the history file may hold them): those become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _health(service: RecommenderService, status: str) -> dict:

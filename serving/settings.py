@@ -51,4 +51,7 @@ class ServingSettings(BaseSettings):
     model_name: str = "sidstream"  # key of this model's messages on the model-updates topic
     catalogue_dir: Path = Path("var/catalogue")  # the same SIDSTREAM_CATALOGUE_DIR as catalogue.settings
     follow_updates: bool = True  # follow the model-updates and catalogue topics
+    # the monitor's history file (sidstream monitor's JSONL); GET /monitor serves its newest snapshot to the live
+    # page's freshness strip (None: the page shows no strip)
+    monitor_file: Path | None = None
     update_poll_s: float = Field(0.1, gt=0)

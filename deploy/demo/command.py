@@ -119,6 +119,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "PYTHONUNBUFFERED": "1"})
         for kind, name in topics.model_dump().items():
             env[f"SIDSTREAM_TOPICS__{kind.upper()}"] = name
+        history = work / "monitor" / f"history-{run}.jsonl"
+        env["SIDSTREAM_MONITOR_FILE"] = str(history)  # the live page's freshness strip reads the monitor's snapshots
         backfill_past(world, catalogue_dir, logs / "feast", log)
         registry = logs / "registry"
         cli = [sys.executable, "-m", "deploy.cli"]
@@ -139,7 +141,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not wait_http(f"http://127.0.0.1:{args.port}/readyz", 240, children[2]):
             raise CommandError(f"serving did not become ready:\n{children[2].tail()}")
 
-        history = work / "monitor" / f"history-{run}.jsonl"
         monitor_settings = MonitorSettings(reference_events=3000, recent_events=1000)
         monitor = Monitor(catalogue_dir, {"worker": f"http://127.0.0.1:{worker_port}/metrics",
                                           "trainer": f"http://127.0.0.1:{trainer_port}/metrics",

@@ -13,8 +13,8 @@ from tests.serving.serving_world import VOCAB, DictSequences, make_trie, publish
 HISTORY = ["i1", "i2", "i3"]
 
 
-def make_client(tmp_path, dense=False):
-    settings = ServingSettings(follow_updates=False, beam_size=8, max_k=30, max_history_events=10)
+def make_client(tmp_path, dense=False, **overrides):
+    settings = ServingSettings(follow_updates=False, beam_size=8, max_k=30, max_history_events=10, **overrides)
     trie = make_trie(40)
     rows = {"alice": UserSequence("alice", tokens_of(trie, HISTORY, "click"), 3, 1000, 1)}
     service = RecommenderService(VOCAB, trie, DictSequences(rows), settings)
@@ -166,3 +166,12 @@ def test_the_page_reads_history_and_sends_checked_events(tmp_path):
     service.event_sink = broken
     r = client.post("/events", json={"user_id": "alice", "item_id": "i5", "action": "like"})
     assert r.status_code == 503 and "could not send" in r.text
+
+
+def test_monitor_route_serves_the_newest_complete_snapshot(tmp_path):
+    history = tmp_path / "history.jsonl"
+    client, _ = make_client(tmp_path, monitor_file=history)
+    assert client.get("/monitor").status_code == 404  # no file yet
+    history.write_text('{"status": "ok", "n": 1}\n{"status": "alert", "n": 2, "psi": NaN}\n{"status": "o')
+    r = client.get("/monitor")
+    assert r.status_code == 200 and r.json() == {"status": "alert", "n": 2, "psi": None}
