@@ -302,10 +302,7 @@ class OnlineTrainer:
                                        [a for _, _, a in parts])
         out = []
         for (h, sid, a), rec, loss in zip(parts, recs, logloss):
-            try:
-                target = self.trie.item_at(self.vocab.tokens_to_sid(sid))
-            except ValueError:
-                target = None
+            target = self._trie_item(sid)
             ranked = [r.item_id for r in rec]
             rank = ranked.index(target) if target is not None and target in ranked else None
             out.append(Prediction(target, ranked, rank, loss))
@@ -352,6 +349,7 @@ class OnlineTrainer:
         return added
 
     def _trie_item(self, sid_tokens: Sequence[int]) -> str | None:
+        """The trie's item these SID tokens name; None when they name none (or are no SID)."""
         try:
             return self.trie.item_at(self.vocab.tokens_to_sid(sid_tokens))
         except VocabularyError:
