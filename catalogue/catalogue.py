@@ -30,6 +30,7 @@ from catalogue.encoder import TextEncoder, embed_catalogue
 
 FORMAT = "sidstream.catalogue/1"
 FILES = ("vocab.json", "codebooks.safetensors", "sids.tsv")
+TITLES_FILE = "titles.json"  # item id -> title, written when the items have titles
 
 
 class CatalogueError(ValueError):
@@ -82,6 +83,7 @@ class ItemCatalogue:
         self.tokenizer = tokenizer
         self.info = dict(info or {})
         self.trie = SidTrie.from_codes(vocab, list(item_ids), codes)
+        self.titles: dict[str, str] = {}  # item id -> title, for people (the live page); not part of the SIDs
 
     # ----- construction
     @classmethod
@@ -151,7 +153,7 @@ class ItemCatalogue:
         """The L semantic codes the frozen codebooks give an embedding (no suffix)."""
         return self.tokenizer.encode_one(np.asarray(embedding, dtype=np.float32))
 
-    def add_item(self, item_id: str, embedding: np.ndarray) -> tuple[int, ...]:
+    def add_item(self, item_id: str, embedding: np.ndarray, title: str | None = None) -> tuple[int, ...]:
         """Give an item its SID and make it live in the trie. A known item id is an update: it keeps its SID
         when its semantic codes are unchanged, otherwise it moves. Raises SuffixSpaceExhausted when its prefix
         is full."""
@@ -159,7 +161,10 @@ class ItemCatalogue:
         if not item_id:
             raise CatalogueError("item id must be a non-empty string")
         sem = self.semantic_codes(embedding)
-        return self.place(item_id, sem)
+        codes = self.place(item_id, sem)
+        if title:
+            self.titles[item_id] = str(title)
+        return codes
 
     def place(self, item_id: str, sem: Sequence[int]) -> tuple[int, ...]:
         sem = tuple(int(c) for c in sem)
@@ -181,6 +186,7 @@ class ItemCatalogue:
             self.trie.remove(str(item_id))
         except UnknownItemError:
             raise CatalogueError(f"item {item_id!r} is not in the catalogue") from None
+        self.titles.pop(str(item_id), None)
 
     # ----- quality
     def report(self, embeddings: np.ndarray | None = None, item_ids: Sequence[str] | None = None) -> dict:
@@ -210,6 +216,13 @@ class ItemCatalogue:
                 if "\t" in item or "\n" in item:
                     raise CatalogueError(f"item id {item!r} contains a tab or newline")
                 f.write(f"{item}\t{' '.join(map(str, row))}\n")
+        files = list(FILES)
+        titles = {item: self.titles[item] for item in ids if item in self.titles}
+        if titles:  # optional: a catalogue without titles (Sports, the synthetic world's ids) has no file
+            (out / TITLES_FILE).write_text(json.dumps(titles, ensure_ascii=False) + "\n", encoding="utf-8")
+            files.append(TITLES_FILE)
+        elif (out / TITLES_FILE).exists():
+            (out / TITLES_FILE).unlink()
         manifest = {
             "format": FORMAT,
             "catalogue_version": self.version,
@@ -222,7 +235,7 @@ class ItemCatalogue:
             "normalize": self.tokenizer.normalize,
             "info": self.info,
             **(extra_manifest or {}),
-            "files": {name: sha256_file(out / name) for name in FILES},
+            "files": {name: sha256_file(out / name) for name in files},
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         return out
@@ -256,7 +269,10 @@ class ItemCatalogue:
         codes = np.array(" ".join(rows).split(), dtype=np.int64) if rows else np.zeros(0, dtype=np.int64)
         if codes.size != len(ids) * vocab.sid_length:
             raise CatalogueError(f"{folder / 'sids.tsv'}: every line needs {vocab.sid_length} codes")
-        return cls(vocab, tokenizer, ids, codes.reshape(len(ids), vocab.sid_length), manifest.get("info"))
+        catalogue = cls(vocab, tokenizer, ids, codes.reshape(len(ids), vocab.sid_length), manifest.get("info"))
+        if TITLES_FILE in manifest["files"]:
+            catalogue.titles = json.loads((folder / TITLES_FILE).read_text(encoding="utf-8"))
+        return catalogue
 
 
 # ----- embedding cache
@@ -338,6 +354,7 @@ def build_catalogue(items: Sequence[dict], sequences: dict | None, out_dir: str 
                             progress=log if progress else None)
     report = cat.report()
     by_id = {str(item["item_id"]): item for item in items}
+    cat.titles = {i: str(by_id[i]["title"]) for i in item_ids if (by_id.get(i) or {}).get("title")}
     leaf = [((by_id.get(i) or {}).get("categories") or [None])[-1] for i in item_ids]
     if sum(1 for c in leaf if c) >= 2:
         ids, codes = cat.codes_matrix()

@@ -37,7 +37,7 @@ def build_replica_service(settings):
     catalogue = ItemCatalogue.load(settings.catalogue_dir)
     store = UserSequenceStore(FeatureSettings())
     store.apply()  # idempotent: a replica in its own container has no Feast registry until it applies one
-    service = RecommenderService(catalogue.vocab, catalogue.trie, store, settings)
+    service = RecommenderService(catalogue.vocab, catalogue.trie, store, settings, titles=catalogue.titles)
     model_dir = resolve_model_dir(Path(settings.model_dir))
     if (model_dir / "manifest.json").is_file():
         try:

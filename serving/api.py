@@ -172,6 +172,7 @@ class WhatIfItem(BaseModel):
 class EventOut(BaseModel):
     item_id: str | None = Field(description="null: the item is no longer in the catalogue")
     action: str
+    title: str | None = Field(None, description="the item's title when the catalogue has one")
 
 
 class HistoryResponse(BaseModel):
@@ -222,6 +223,7 @@ class ExplainResponse(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: str
+    title: str | None = Field(None, description="the item's title when the catalogue has one")
     sid: list[int] = Field(description="the item's semantic id codes (L levels + collision suffix)")
     score: float = Field(description="what the list is ordered by (see order_by)")
     log_prob: float = Field(description="log P(item's SID | history)")

@@ -71,8 +71,10 @@ class BatchTimings:
 
 class RecommenderService:
     def __init__(self, vocab, trie, sequences: SequenceReader | None = None,
-                 settings: ServingSettings | None = None, metrics: ServingMetrics | None = None):
+                 settings: ServingSettings | None = None, metrics: ServingMetrics | None = None,
+                 titles: dict[str, str] | None = None):
         self.vocab = vocab
+        self.titles = dict(titles or {})  # item id -> title (the catalogue's, then catalogue-topic entries')
         self.settings = settings or ServingSettings(follow_updates=False)
         self.sequences = sequences
         self.metrics = metrics or ServingMetrics()
@@ -187,6 +189,10 @@ class RecommenderService:
                 if outcome.status == "applied":
                     applied += 1
                     changed.add(change.item_id)
+                    if change.codes is None:
+                        self.titles.pop(change.item_id, None)
+                    elif change.title:
+                        self.titles[change.item_id] = change.title
                 elif outcome.status == "refused":
                     self.metrics.catalogue_refused.inc()
                     log.warning("refused catalogue entry %s: %s", change.item_id, outcome.reason)
@@ -357,7 +363,7 @@ class RecommenderService:
         events, row = self._stored_events(state, user_id)
         window = engine._window_events()
         events = events[-window:] if window else []
-        return {"user_id": user_id, "events": [e.as_dict() for e in events],
+        return {"user_id": user_id, "events": [{**e.as_dict(), "title": self.titles.get(e.item_id)} for e in events],
                 "event_count": 0 if row is None else int(row.event_count),
                 "last_event_ms": None if row is None else (int(row.last_event_ms) or None),
                 "model_version": state.model_version}
@@ -516,7 +522,8 @@ class RecommenderService:
             value = sum(w * r.action_probs.get(a, 0.0) for a, w in weights.items())
             score = r.retrieval if order == "logprob" else value if order == "value" \
                 else math.exp(r.retrieval) * value
-            items.append({"item_id": r.item_id, "sid": list(state.trie.codes_of(r.item_id)), "score": score,
+            items.append({"item_id": r.item_id, "title": self.titles.get(r.item_id),
+                          "sid": list(state.trie.codes_of(r.item_id)), "score": score,
                           "log_prob": r.log_prob, "dense_score": r.dense_score, "channels": list(r.channels),
                           "value": value, "action_probs": r.action_probs})
         if not keep_order:  # a slate keeps its placement order

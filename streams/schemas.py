@@ -80,6 +80,7 @@ class CatalogueEntry(_Event):
     catalogue_version: str
     item_produced_ms: int | None = None
     assigned_ms: int
+    title: str | None = None  # for people (the live page); entries written before it have none
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class CatalogueChange:
     codes: tuple[int, ...] | None  # None: removal
     item_produced_ms: int | None = None
     assigned_ms: int | None = None
+    title: str | None = None
 
 
 class CodebookVersion(Protocol):
@@ -112,7 +114,7 @@ def parse_catalogue_entry(raw: bytes | str | dict, vocab: CodebookVersion) -> Ca
         if len(codes) != vocab.sid_length:
             raise ValueError(f"catalogue entry for {entry.item_id!r}: SID {codes} has {len(codes)} codes, "
                              f"expected {vocab.sid_length}")
-    return CatalogueChange(entry.item_id, codes, entry.item_produced_ms, entry.assigned_ms)
+    return CatalogueChange(entry.item_id, codes, entry.item_produced_ms, entry.assigned_ms, entry.title or None)
 
 
 class ModelUpdate(BaseModel):

@@ -359,7 +359,7 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                 if vector is None:
                     raise ValueError("no encoder configured for new items")
                 with view.lock:
-                    codes = catalogue.add_item(item.item_id, vector)
+                    codes = catalogue.add_item(item.item_id, vector, title=item.title or None)
             except ValueError as exc:  # includes SuffixSpaceExhausted and NaN embeddings
                 await dead_letter(f"unassignable item: {exc}", event)
                 continue
@@ -370,7 +370,8 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                 await asyncio.get_running_loop().run_in_executor(None, index_item, item.item_id, vector, codes,
                                                                  item.as_item())
             entry = CatalogueEntry(item_id=item.item_id, sid=list(codes), catalogue_version=catalogue.version,
-                                   item_produced_ms=item.produced_ms, assigned_ms=now_ms())
+                                   item_produced_ms=item.produced_ms, assigned_ms=now_ms(),
+                                   title=item.title or None)
             await catalogue_topic.send(key=item.item_id.encode(), value=entry.model_dump_json().encode())
             if item.produced_ms is not None:
                 metrics.item_to_catalogue.observe(max(0.0, (now_ms() - item.produced_ms) / 1000))

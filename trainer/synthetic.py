@@ -210,8 +210,11 @@ def by_user(interactions: list[Interaction]) -> dict[str, list[Interaction]]:
 def world_catalogue(world: SyntheticWorld, codes_per_level: int = 16, seed: int = 0):
     """An ItemCatalogue whose SIDs come from the items' latent vectors (the text path is the catalogue's job)."""
     ids = [it.item_id for it in world.items]
-    return ItemCatalogue.fit(ids, world.item_matrix.astype(np.float32), levels=3, codes_per_level=codes_per_level,
-                             suffix_size=32, actions=ACTIONS, seed=seed, progress=None)
+    catalogue = ItemCatalogue.fit(ids, world.item_matrix.astype(np.float32), levels=3,
+                                  codes_per_level=codes_per_level, suffix_size=32, actions=ACTIONS, seed=seed,
+                                  progress=None)
+    catalogue.titles = {it.item_id: it.title for it in world.items}
+    return catalogue
 
 
 # How much each past action says about the taste, for the history reference below (like: close, downvote: far)

@@ -19,5 +19,8 @@ def register(commands, bench) -> None:
     p.add_argument("--refresh", type=float, default=5.0, help="seconds between live-view updates")
     p.add_argument("--queries", type=float, default=2.0, help="recommendation requests per second sent to the "
                                                                "endpoint for just-streamed users (0: none)")
+    p.add_argument("--shift-at", type=float, default=None, metavar="S",
+                   help="shift the users' tastes S seconds into the replay: every later event names an item of two "
+                        "level-1 codes (to watch the drift alerts fire)")
     p.add_argument("--work-dir", type=Path, default=Path("var/demo"), help="caches, logs and the monitor history")
     p.set_defaults(handler="deploy.demo.command:cmd_demo")

@@ -6,8 +6,9 @@ items are held back so they arrive mid-stream as new items; else the synthetic w
 the new ones) -> catalogue without the held-back items (cached) -> a quick pretrain on the past (cached per
 catalogue) -> the past backfilled into Feast -> worker, online trainer and Ray Serve as child processes (the worker
 continues each user's backfilled row, so the demo's users are served from past + stream) -> the stream replayed into Kafka at
-`--rate`, each new item announced on `items` shortly before its first interaction -> a live view of the
-monitor every few seconds. A child that dies is restarted by the supervisor (deploy/demo/processes.py: back-off,
+`--rate`, each new item announced on `items` shortly before its first interaction (with `--shift-at S`, every
+event from second S on names an item of two level-1 codes: a taste shift the drift alerts should catch) -> a live
+view of the monitor every few seconds. A child that dies is restarted by the supervisor (deploy/demo/processes.py: back-off,
 limit). Ctrl-C (or `--duration`) stops everything it started, in reverse order.
 
 Each run uses its own topic names and consumer groups (suffix printed at start), so a rerun starts clean.
@@ -25,7 +26,7 @@ from pathlib import Path
 from catalogue.catalogue import ItemCatalogue
 from catalogue.datasets import is_movielens
 from deploy.cli import CommandError
-from deploy.demo.load import QueryLoad, Replayer
+from deploy.demo.load import QueryLoad, Replayer, taste_shift
 from deploy.demo.processes import Child, RestartPolicy, Supervisor, wait_http
 from deploy.demo.worlds import World, dataset_world, prepare_catalogue, prepare_model, synthetic_world
 from deploy.localstack import LocalStack, StackError, free_port, port_in_use
@@ -59,6 +60,8 @@ def backfill_past(world: World, catalogue_dir: Path, feast_repo: Path, log) -> d
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.rate <= 0:
         raise CommandError("--rate must be > 0")
+    if args.shift_at is not None and args.shift_at < 0:
+        raise CommandError("--shift-at must be >= 0 (seconds into the replay)")
     if port_in_use(args.port):
         raise CommandError(f"port {args.port} is taken: give --port")
     work = args.work_dir.resolve()
@@ -146,7 +149,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                           "trainer": f"http://127.0.0.1:{trainer_port}/metrics",
                                           "serving": f"http://127.0.0.1:{args.port}/metrics"},
                           monitor_settings, stream_settings=stream_settings, history_file=history)
-        replayer = Replayer(world, bootstrap, topics, args.rate)
+        shift = None
+        if args.shift_at is not None:
+            catalogue = ItemCatalogue.load(catalogue_dir)
+            ids, codes = catalogue.codes_matrix()
+            shift = taste_shift(args.shift_at, dict(zip(ids, codes[:, 0].tolist())))
+            log(f"taste shift at {args.shift_at:g} s: from then on every event names one of the {len(shift.items):,} "
+                f"items of level-1 codes {list(shift.codes)}")
+        replayer = Replayer(world, bootstrap, topics, args.rate, shift)
         replayer.start()
         if args.queries > 0:
             queries = QueryLoad(f"http://127.0.0.1:{args.port}/recommend", replayer, args.queries)
@@ -162,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if args.duration is not None and time.monotonic() - began >= args.duration:
                 break
             given_up = supervisor.check()  # a dead child is restarted (back-off, limit), as a deployment would
-            snap = monitor.tick()
+            snap = monitor.tick(extra={"processes": supervisor.report(), "shifted_at": replayer.shifted_at})
             elapsed = time.monotonic() - began
             down = [c.name for c in children if not c.alive()]
             restarts = supervisor.summary()
@@ -170,6 +180,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       f"{len(world.stream):,} events at {args.rate:g}/s, {replayer.items_sent}/{len(world.held)} new "
                       f"items announced" + (f" - DOWN: {', '.join(down)}" if down else "")
                       + (f" - {restarts}" if restarts else "")
+                      + (f" - tastes shifted {time.time() - replayer.shifted_at:.0f}s ago" if replayer.shifted_at
+                         else "")
                       + (f" - replay error: {replayer.error}" if replayer.error else ""),
                       f"query:        {query}"] + ([queries.summary()] if queries else [])
             print(render(snap, header), flush=True)

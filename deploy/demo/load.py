@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import urllib.error
+from dataclasses import dataclass
 import urllib.request
 
 import numpy as np
@@ -17,13 +18,39 @@ from streams.schemas import InteractionEvent, ItemEvent
 ITEM_LEAD_S = 8.0  # a new item is announced this long before its first interaction (MiniLM + trie + replicas)
 
 
+@dataclass(frozen=True)
+class TasteShift:
+    """From `at_s` seconds into the replay on, every event's item is drawn from `items` (the items of a few
+    level-1 codes): the users' tastes move to one corner of the catalogue, a real shift for the monitor to see."""
+    at_s: float
+    codes: tuple[int, ...]
+    items: tuple[str, ...]
+
+
+def taste_shift(at_s: float, first_codes: dict[str, int], n_codes: int = 2, min_items: int = 20,
+                seed: int = 0) -> TasteShift:
+    """A shift to `n_codes` level-1 codes drawn at random among those holding at least `min_items` items
+    (`first_codes`: item -> its level-1 code)."""
+    by_code: dict[int, list[str]] = {}
+    for item, code in first_codes.items():
+        by_code.setdefault(int(code), []).append(item)
+    eligible = sorted(c for c, items in by_code.items() if len(items) >= min_items) or sorted(by_code)
+    if not eligible:
+        raise ValueError("a taste shift needs a catalogue with items")
+    rng = np.random.default_rng(seed)
+    codes = tuple(sorted(int(c) for c in rng.choice(eligible, size=min(n_codes, len(eligible)), replace=False)))
+    return TasteShift(float(at_s), codes, tuple(sorted(i for c in codes for i in by_code[c])))
+
+
 class Replayer(threading.Thread):
     """Sends the world's stream to Kafka at a fixed rate; each held-back item goes to `items` ITEM_LEAD_S
-    before its first interaction."""
+    before its first interaction. With a `shift`, events after `shift.at_s` name the shift's items instead."""
 
-    def __init__(self, world: World, bootstrap: str, topics, rate: float):
+    def __init__(self, world: World, bootstrap: str, topics, rate: float, shift: TasteShift | None = None):
         super().__init__(name="demo-replayer", daemon=True)
         self.world, self.bootstrap, self.topics, self.rate = world, bootstrap, topics, rate
+        self.shift = shift
+        self.shifted_at: float | None = None  # wall time of the first shifted event
         self.stop_event = threading.Event()
         self.sent = 0
         self.items_sent = 0
@@ -38,6 +65,7 @@ class Replayer(threading.Thread):
                 seen.add(item)
                 announce_at.setdefault(max(0, n - lead), []).append(item)
         producer = None
+        rng = np.random.default_rng(0)
         start, t0 = time.monotonic(), time.time()
         try:
             producer = EventProducer(self.bootstrap)
@@ -52,6 +80,10 @@ class Replayer(threading.Thread):
                         price=record.get("price") if isinstance(record.get("price"), (int, float)) else None,
                         ts=time.time()))
                     self.items_sent += 1
+                if self.shift is not None and time.monotonic() - start >= self.shift.at_s:
+                    if self.shifted_at is None:
+                        self.shifted_at = time.time()
+                    item = self.shift.items[int(rng.integers(len(self.shift.items)))]
                 producer.send(self.topics.interactions, InteractionEvent(
                     event_id=f"demo:{user}:{n}", user_id=user, item_id=item, action=action, ts=t0 + n / self.rate))
                 self.sent += 1

@@ -119,6 +119,12 @@ class Supervisor:
                 self.log(f"{child.name} restarted (restart {len(child.restarts)})")
         return given_up
 
+    def report(self) -> dict:
+        """Per child: restarts, seconds from each noticed death to its restart, and whether it is down now (the
+        monitor's snapshot carries this, so the live page shows a restart)."""
+        return {c.name: {"restarts": len(c.restarts), "restart_after_s": self.recovery_s.get(c.name, []),
+                         "down": not c.alive()} for c in self.children}
+
     def summary(self) -> str:
         """One line for the demo's header: restarts per child, empty when none."""
         counts = [f"{c.name} {len(c.restarts)}" for c in self.children if c.restarts]

@@ -48,7 +48,9 @@ class Monitor:
             self.metrics = MonitorMetrics()
             start_http_server(export_port, registry=self.metrics.registry)
 
-    def tick(self, now: float | None = None) -> dict:
+    def tick(self, now: float | None = None, extra: dict | None = None) -> dict:
+        """One snapshot: read Kafka and the scrape targets, judge the alerts, append to the history. `extra`
+        (for example the demo's process restarts) rides along in the snapshot."""
         scrapes, errors, ends = {}, {}, {}
         try:  # a Kafka blip is a reading of this tick, not the end of the monitor
             self.readings.poll(self.core)
@@ -68,6 +70,7 @@ class Monitor:
             lags, errors["kafka_groups"] = {}, f"{type(exc).__name__}: {exc}"[:200]
         snap = self.core.snapshot(time.time() if now is None else now, lags=lags,
                                   end_offsets=ends, scrapes=scrapes, scrape_errors=errors)
+        snap.update(extra or {})
         if self.history_file is not None:
             with open(self.history_file, "a") as f:
                 f.write(json.dumps(snap, default=_jsonable) + "\n")

@@ -97,6 +97,21 @@ def test_save_load_round_trip_and_checksum(tmp_path):
         ItemCatalogue.load(tmp_path)
 
 
+def test_titles_are_saved_checked_and_follow_additions_and_removals(tmp_path):
+    cat, ids, x = toy_catalogue()
+    cat.save(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "titles.json").exists() and ItemCatalogue.load(tmp_path / "plain").titles == {}
+    cat.titles = {"1": "Rose soap", "2": "Mint gel"}
+    cat.add_item("late", x[5] + 0.01, title="Late lotion")
+    cat.remove_item("2")
+    cat.save(tmp_path / "cat")
+    back = ItemCatalogue.load(tmp_path / "cat")
+    assert back.titles == {"1": "Rose soap", "late": "Late lotion"}
+    (tmp_path / "cat" / "titles.json").write_text('{"1": "edited"}\n')
+    with pytest.raises(CatalogueError, match="sha256"):
+        ItemCatalogue.load(tmp_path / "cat")
+
+
 def test_load_of_12k_items_is_fast(tmp_path):
     rng = np.random.default_rng(0)
     vocab_books = [rng.standard_normal((256, 384)).astype(np.float32) for _ in range(3)]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from catalogue.datasets import load_sequences
+from catalogue.datasets import load_item_meta, load_sequences
 from deploy.streams import backfill
 from features.store import UserSequenceStore
 from streams.producer import EventProducer
@@ -79,6 +79,10 @@ def stack(services, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     catalogue_dir = root / "catalogue"
     catalogue, sequences = build_test_catalogue(BEAUTY, catalogue_dir)
+    # the items' titles (the live page shows them); the SIDs stay collaborative, so the build stays fast
+    catalogue.titles = {str(i["item_id"]): i["title"] for i in load_item_meta(BEAUTY)
+                        if i.get("title") and str(i["item_id"]) in catalogue}
+    catalogue.save(catalogue_dir)
     users = choose_users(sequences, EVENTS)
     model_dir = quick_pretrain(catalogue, sequences, sorted(sequences, key=int)[:3000], root / "run")
 
@@ -400,7 +404,8 @@ def test_the_live_page_in_a_real_browser_shows_a_like_in_the_history_and_renders
         wait.until(lambda d: int(d.find_element(By.ID, "recs").get_attribute("data-renders")) > renders)
         rendered = time.monotonic() - clicked
         last = driver.find_elements(By.CSS_SELECTOR, "tr.event")[-1].find_elements(By.TAG_NAME, "td")
-        assert (last[1].text, last[2].text) == (item, action)
+        title = stack["catalogue"].titles.get(item)
+        assert last[1].text == (f"{title} {item}" if title else item) and last[2].text == action
         assert not driver.find_element(By.ID, "error").text
         driver.save_screenshot(str(shots / "page-after.png"))
         _report("live_page", {"history_shown_s": round(shown, 2), "recommendations_rendered_s": round(rendered, 2),

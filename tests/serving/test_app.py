@@ -30,7 +30,7 @@ def test_recommend_returns_ranked_real_unseen_items(tmp_path):
     body = r.json()
     assert len(body["items"]) == 5 and not {i["item_id"] for i in body["items"]} & set(HISTORY)
     assert body["model_version"] == service.model_version and body["catalogue_version"] == VOCAB.version
-    assert set(body["items"][0]) == {"item_id", "sid", "score", "log_prob", "dense_score", "channels", "value",
+    assert set(body["items"][0]) == {"item_id", "title", "sid", "score", "log_prob", "dense_score", "channels", "value",
                                      "action_probs"}
     assert "feast;dur=" in r.headers["server-timing"]
     r = client.post("/recommend/history", json={"history": [{"item_id": "i1", "action": "click"}], "k": 3,

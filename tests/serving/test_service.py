@@ -247,3 +247,21 @@ def test_vectorised_seen_items_match_the_engine_scan(world):
     assert service.items_in_sequence(state.trie, tokens, engine) == engine.items_in_tokens(tokens) == {"i3", "i9", "i12"}
     odd = tokens[2:]  # not whole groups: falls back to the scan
     assert service.items_in_sequence(state.trie, odd, engine) == engine.items_in_tokens(odd)
+
+
+def test_titles_come_with_history_and_recommendations_and_follow_the_catalogue_topic(tmp_path):
+    trie = make_trie(40)
+    rows = {"alice": UserSequence("alice", tokens_of(trie, ["i1", "i2"]), event_count=2, last_event_ms=1000,
+                                  pushed_ms=1)}
+    service = RecommenderService(VOCAB, trie, DictSequences(rows), SETTINGS, titles={"i1": "Rose soap"})
+    publish(tmp_path / "m0", seed=0)
+    service.load_model(tmp_path / "m0")
+    events = service.history("alice")["events"]
+    assert [(e["item_id"], e["title"]) for e in events] == [("i1", "Rose soap"), ("i2", None)]
+    free = next((a, b, 0) for a in range(8) for b in range(8) if not trie.items_with_prefix((a, b)))
+    assert service.apply_catalogue_changes([CatalogueChange("fresh", free, 1, 2, "Fresh lotion")]) == 1
+    (result,) = service.recommend([Query(k=41, user_id="nobody")])
+    titles = {r["item_id"]: r["title"] for r in result["items"]}
+    assert titles["fresh"] == "Fresh lotion" and titles["i1"] == "Rose soap" and titles["i3"] is None
+    service.apply_catalogue_changes([CatalogueChange("fresh", None)])
+    assert "fresh" not in service.titles

@@ -69,6 +69,7 @@ def test_catalogue_entries_parse_and_other_versions_are_refused():
     assert change == CatalogueChange("new", (1, 2, 3), 4, 5)
     assert parse_catalogue_entry(json.dumps({**entry, "sid": None}), vocab).codes is None
     assert parse_catalogue_entry(entry, vocab) == change
+    assert parse_catalogue_entry({**entry, "title": "Rose soap"}, vocab).title == "Rose soap"  # new items' titles
     with pytest.raises(ValueError, match="codebook version"):
         parse_catalogue_entry(json.dumps({**entry, "catalogue_version": "other"}), vocab)
     with pytest.raises(ValueError, match="codes"):

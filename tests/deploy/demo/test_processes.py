@@ -40,6 +40,7 @@ def test_a_killed_child_is_restarted_after_its_back_off_and_its_log_says_so(tmp_
         supervisor.check()
         assert child.alive() and child.proc.pid != first_pid and child.restarts == [2.5]
         assert supervisor.summary() == "restarts: sleeper 1" and supervisor.recovery_s == {"sleeper": [2.5]}
+        assert supervisor.report() == {"sleeper": {"restarts": 1, "restart_after_s": [2.5], "down": False}}
         assert "restarted by the demo's supervisor" in child.log_path.read_text()
     finally:
         child.stop(timeout_s=5.0)

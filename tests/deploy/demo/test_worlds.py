@@ -3,6 +3,7 @@ import pytest
 
 from catalogue.settings import CatalogueSettings
 from deploy.cli import main
+from deploy.demo.load import taste_shift
 from deploy.demo.worlds import beauty_world, dataset_world, synthetic_world
 
 BEAUTY = CatalogueSettings().data_dir / "amazon_beauty_2014"
@@ -53,3 +54,15 @@ def test_movielens_world_replays_real_ratings_in_time_order():
 def test_demo_rejects_bad_arguments_with_a_clear_error(capsys):
     assert main(["demo", "--rate", "0"]) == 1
     assert "--rate must be > 0" in capsys.readouterr().err
+    assert main(["demo", "--shift-at", "-1"]) == 1
+    assert "--shift-at must be >= 0" in capsys.readouterr().err
+
+
+def test_a_taste_shift_names_only_items_of_its_few_level_1_codes():
+    first_codes = {f"i{n}": n % 10 for n in range(500)} | {f"rare{n}": 99 for n in range(3)}
+    shift = taste_shift(30.0, first_codes, n_codes=2, min_items=20, seed=1)
+    assert shift.at_s == 30.0 and len(shift.codes) == 2 and 99 not in shift.codes  # too few items to shift to
+    assert set(shift.items) == {i for i, c in first_codes.items() if c in shift.codes} and len(shift.items) == 100
+    assert taste_shift(30.0, first_codes, seed=1) == shift  # seeded
+    with pytest.raises(ValueError, match="needs a catalogue"):
+        taste_shift(1.0, {})
