@@ -106,6 +106,23 @@ def occlusions(events: Sequence[Event]) -> list[list[Event]]:
     return [list(events[:i]) + list(events[i + 1 :]) for i in range(len(events))]
 
 
+ATTENTION_METHOD = ("attention (a heuristic): the share of attention each event's tokens get from the item's SID "
+                    "positions, averaged over heads, layers and those positions")
+
+
+def attention_by_event(weights: Sequence[Sequence[float]], events: Sequence[Event],
+                       query_rows: Sequence[int]) -> list[float]:
+    """Per event, the attention its tokens get from the `query_rows` positions (the scored item's own SID tokens,
+    which predict its next code and its action), mean over those rows, of a [T, T] map already averaged over heads
+    and layers. A heuristic: attention is where the model looks, not what changes its answer (occlusion is that)."""
+    spans, start = [], 1  # position 0 is BOS
+    for event in events:
+        spans.append((start, start + len(event.tokens)))
+        start += len(event.tokens)
+    rows = [weights[r] for r in query_rows]
+    return [sum(sum(row[a:b]) for row in rows) / max(1, len(rows)) for a, b in spans]
+
+
 def ranked_by(changes: Sequence[float]) -> list[int]:
     """Event indices, the one whose removal lowers the score most first (ties: the later event first)."""
     return sorted(range(len(changes)), key=lambda i: (-changes[i], -i))

@@ -207,6 +207,8 @@ class EventInfluence(BaseModel):
                                                "retrieval score rests on it")
     dense_score_change: float | None = None
     action_prob_change: dict[str, float] = Field(description="P(action) with the event minus without it")
+    attention: float = Field(description="share of attention the event's tokens get from the item's SID positions "
+                                         "(a heuristic; see attention_method)")
 
 
 class ExplainResponse(BaseModel):
@@ -219,6 +221,8 @@ class ExplainResponse(BaseModel):
     events: list[EventInfluence] = Field(description="one per event the model reads, oldest first")
     by_retrieval: list[int] = Field(description="event indices, the largest log_prob_change first")
     by_action: list[int] = Field(description="event indices, the largest change in P(action) first")
+    attention_method: str = Field(description="how the attention shares are computed (a heuristic, not exact)")
+    by_attention: list[int] = Field(description="event indices, the largest attention share first")
 
 
 class RecommendedItem(BaseModel):

@@ -20,7 +20,8 @@ import numpy as np
 
 from catalogue.settings import CatalogueSettings
 from catalogue.trie import SidTrie, apply_catalogue_change
-from serving.analysis import Edit, apply_edits, events_of_tokens, history_tokens, new_event, occlusions, ranked_by
+from serving.analysis import (ATTENTION_METHOD, Edit, apply_edits, attention_by_event, events_of_tokens,
+                              history_tokens, new_event, occlusions, ranked_by)
 from serving.api import Query, RequestError, check_weights, resolve_order
 from trainer.generation import GenerationConfig, GenerationEngine, GenerationError
 from trainer.item_index import ExactIndex, build_item_index, compose_item_vectors, publish_item_vectors
@@ -435,11 +436,21 @@ class RecommenderService:
             influence.append({**event.as_dict(), "index": index, "log_prob_change": change["log_prob"],
                               "dense_score_change": change["dense_score"],
                               "action_prob_change": change["action_probs"]})
+        attention = self._attention(engine, events, item_id)
+        for event, share in zip(influence, attention):
+            event["attention"] = share
         return {"user_id": user_id, "model_version": state.model_version, "item_id": item_id, "action": action,
                 "method": "leave-one-out occlusion: each event removed in turn, the item scored again (exact)",
-                "scores": whole, "events": influence,
+                "attention_method": ATTENTION_METHOD, "scores": whole, "events": influence,
                 "by_retrieval": ranked_by([e["log_prob_change"] for e in influence]),
-                "by_action": ranked_by([e["action_prob_change"][action] for e in influence])}
+                "by_action": ranked_by([e["action_prob_change"][action] for e in influence]),
+                "by_attention": ranked_by(attention)}
+
+    def _attention(self, engine, events, item_id: str) -> list[float]:
+        """Each event's attention share from the item's SID positions (analysis.attention_by_event)."""
+        tokens = history_tokens(events, self.vocab.BOS) + self.vocab.sid_to_tokens(self.trie.codes_of(item_id))
+        rows = range(len(tokens) - self.vocab.sid_length, len(tokens))
+        return attention_by_event(engine.mean_attention(tokens), events, rows)
 
     def _analysis_setup(self, user_id, history, channels, value_weights):
         """(state, engine, the events the model reads, value weights) of a what-if or explain request."""

@@ -355,7 +355,10 @@ def build_app(settings: WorkerSettings, catalogue: ItemCatalogue, sequence_sink:
                 await dead_letter(f"malformed: {exc}", event)
                 continue
             try:
-                vector = encode_item(item.as_item()) if encode_item else None
+                # off the event loop: a text encode takes tens to hundreds of ms on a busy CPU, and interactions
+                # (and the consumer's fetches) must not stop for it (seen in the demo: the loop starved, 4 ev/s)
+                vector = await asyncio.get_running_loop().run_in_executor(None, encode_item, item.as_item()) \
+                    if encode_item else None
                 if vector is None:
                     raise ValueError("no encoder configured for new items")
                 with view.lock:

@@ -272,6 +272,11 @@ class GenerationEngine:
         return out
 
     @torch.no_grad()
+    def mean_attention(self, tokens: Sequence[int]) -> list[list[float]]:
+        """One token stream's causal attention map [T, T], averaged over layers and heads (for /explain)."""
+        maps = self.model.attention_weights(torch.tensor([list(tokens)], dtype=torch.long, device=self.model.tok_emb.weight.device))
+        return maps.mean(dim=(0, 2))[0].tolist()
+
     def score_items(self, token_histories: Sequence[Sequence[int]],
                     items: Sequence[Sequence[str]]) -> list[list[Recommendation]]:
         """Given items instead of searched ones: each user's items in the order given, with the numbers a search

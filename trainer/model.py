@@ -326,6 +326,23 @@ class Transformer(nn.Module):
             x = block(x)
         return self.norm(x)
 
+    @torch.no_grad()
+    def attention_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Causal attention probabilities [n_layers, B, n_heads, T, T] of whole token streams [B, T] (as `hidden`
+        reads them): what /explain's attention heuristic aggregates. Spelled out, not fused, to expose them."""
+        T = tokens.shape[1]
+        self._check_length(T)
+        x = self.tok_emb(tokens) + self.pos_emb(torch.arange(T, device=tokens.device))[None] \
+            + self._event_context(tokens) + self._item_input(tokens)
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+        maps = []
+        for block in self.blocks:
+            q, k, _ = block.attn._heads(block.norm1(x))
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            maps.append(torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
+            x = block(x)
+        return torch.stack(maps)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab_size] of whole token streams [B, T]."""
         return self.logits(self.hidden(tokens))

@@ -75,7 +75,7 @@ def run_analysis_bench(out_file, quick: bool = False, seed: int = 0, log=print) 
 
 def planted_trigger(service, logs, users, trigger, topic, max_cases: int, log) -> dict:
     """Explain and what-if on every later topic-C event of the held-out users who liked the trigger."""
-    top1, top1_retrieval, chance, changes, triggered = [], [], [], [], set()
+    top1, top1_retrieval, top1_attention, chance, changes, triggered = [], [], [], [], [], set()
     for user in users:
         events = logs[user]
         liked = next((i for i, e in enumerate(events) if e.item_id == trigger.item_id and e.action == "like"), None)
@@ -90,6 +90,7 @@ def planted_trigger(service, logs, users, trigger, topic, max_cases: int, log) -
             explained = service.explain(None, history, item, "like")
             top1.append(explained["by_action"][0] == at)
             top1_retrieval.append(explained["by_retrieval"][0] == at)
+            top1_attention.append(explained["by_attention"][0] == at)
             chance.append(1.0 / len(history))
             scored = service.whatif(None, history, [Edit("remove", at)], items=[item])["items"][0]
             changes.append(scored["change"]["action_probs"]["like"])
@@ -100,6 +101,7 @@ def planted_trigger(service, logs, users, trigger, topic, max_cases: int, log) -
     out = {"item_id": trigger.item_id, "topic": trigger.topic, "users": len(triggered), "cases": len(top1),
            "top1_share": round(float(np.mean(top1)), 4),
            "top1_share_by_retrieval": round(float(np.mean(top1_retrieval)), 4),
+           "top1_share_by_attention": round(float(np.mean(top1_attention)), 4),  # the heuristic, for comparison
            "chance_top1_share": round(float(np.mean(chance)), 4),
            "whatif_remove_trigger_like_change": {"mean": round(float(changes_arr.mean()), 4),
                                                  "std": round(float(changes_arr.std()), 4),

@@ -3,7 +3,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from features.sequences import UserSequence
-from serving.analysis import Edit, apply_edits, events_of_tokens, history_tokens, occlusions, ranked_by
+from serving.analysis import (Edit, Event, apply_edits, attention_by_event, events_of_tokens, history_tokens,
+                              occlusions, ranked_by)
 from serving.api import RequestError
 from serving.app import LocalBackend, create_app
 from serving.service import RecommenderService
@@ -106,6 +107,19 @@ def test_explain_occludes_each_event_exactly(tmp_path):
                                                                     abs=1e-4)
     changes = [e["log_prob_change"] for e in body["events"]]
     assert body["by_retrieval"][0] == max(range(3), key=lambda i: changes[i])
+    shares = [e["attention"] for e in body["events"]]  # the heuristic: shares of the item's attention, labelled
+    assert all(0 <= a <= 1 for a in shares) and sum(shares) < 1  # BOS and the item's own tokens take the rest
+    assert body["by_attention"][0] == max(range(3), key=lambda i: shares[i]) and "heuristic" in body["attention_method"]
+
+
+def test_attention_by_event_sums_each_events_span_over_the_query_rows():
+    events = [Event("a", "click", (10, 11, 12)), Event("b", "like", (13, 14, 15))]
+    T = 1 + 6 + 2  # BOS, two events, the item's 2 SID tokens
+    weights = [[0.0] * T for _ in range(T)]
+    weights[7][1:4] = [0.1, 0.1, 0.1]  # row 7 gives event a 0.3, event b 0.5
+    weights[7][4:7] = [0.2, 0.2, 0.1]
+    weights[8][4] = 0.9  # row 8 gives event b 0.9
+    assert attention_by_event(weights, events, [7, 8]) == pytest.approx([0.15, 0.7])
 
 
 @pytest.mark.parametrize("path, body, words", [
@@ -142,7 +156,7 @@ def test_the_page_reads_history_and_sends_checked_events(tmp_path):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/events" in page.text
     r = client.post("/history", json={"user_id": "alice"})
     assert r.status_code == 200, r.text
-    assert r.json()["events"] == [{"item_id": i, "action": "click"} for i in HISTORY] and r.json()["event_count"] == 3
+    assert r.json()["events"] == [{"item_id": i, "action": "click", "title": None} for i in HISTORY] and r.json()["event_count"] == 3
     assert client.post("/history", json={"user_id": "nobody"}).json()["events"] == []
     r = client.post("/events", json={"user_id": "alice", "item_id": "i5", "action": "like"})
     assert r.status_code == 503 and "no event sink" in r.text  # no Kafka behind this replica

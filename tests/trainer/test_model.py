@@ -279,3 +279,18 @@ def test_item_input_needs_the_dense_head_and_old_models_load_without_it():
     data = with_items().config.to_json()
     del data["item_input"]
     assert ModelConfig.from_json(data).item_input is False
+
+
+def test_attention_weights_are_the_causal_maps_the_blocks_apply():
+    model = tiny()
+    tokens = torch.randint(0, 37, (2, 12))
+    maps = model.attention_weights(tokens)
+    assert maps.shape == (2, 2, 4, 12, 12)  # layers, batch, heads, query, key
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 4, 12), atol=1e-5)
+    assert torch.all(maps.triu(diagonal=1) == 0)
+    seen = {}
+    hook = model.blocks[1].attn.register_forward_hook(lambda m, inputs, out: seen.update(x=inputs[0], out=out))
+    model.hidden(tokens)
+    hook.remove()
+    _, _, v = model.blocks[1].attn._heads(seen["x"])
+    assert torch.allclose(model.blocks[1].attn._out(maps[1] @ v), seen["out"], atol=1e-5)
