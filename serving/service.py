@@ -436,7 +436,7 @@ class RecommenderService:
             influence.append({**event.as_dict(), "index": index, "log_prob_change": change["log_prob"],
                               "dense_score_change": change["dense_score"],
                               "action_prob_change": change["action_probs"]})
-        attention = self._attention(engine, events, item_id)
+        attention = self._attention(engine, state.trie, events, item_id)
         for event, share in zip(influence, attention):
             event["attention"] = share
         return {"user_id": user_id, "model_version": state.model_version, "item_id": item_id, "action": action,
@@ -446,9 +446,10 @@ class RecommenderService:
                 "by_action": ranked_by([e["action_prob_change"][action] for e in influence]),
                 "by_attention": ranked_by(attention)}
 
-    def _attention(self, engine, events, item_id: str) -> list[float]:
-        """Each event's attention share from the item's SID positions (analysis.attention_by_event)."""
-        tokens = history_tokens(events, self.vocab.BOS) + self.vocab.sid_to_tokens(self.trie.codes_of(item_id))
+    def _attention(self, engine, trie, events, item_id: str) -> list[float]:
+        """Each event's attention share from the item's SID positions (analysis.attention_by_event), on the
+        same trie snapshot the request's scores came from."""
+        tokens = history_tokens(events, self.vocab.BOS) + self.vocab.sid_to_tokens(trie.codes_of(item_id))
         rows = range(len(tokens) - self.vocab.sid_length, len(tokens))
         return attention_by_event(engine.mean_attention(tokens), events, rows)
 

@@ -271,12 +271,13 @@ class GenerationEngine:
             out.append(recs)
         return out
 
-    @torch.no_grad()
     def mean_attention(self, tokens: Sequence[int]) -> list[list[float]]:
         """One token stream's causal attention map [T, T], averaged over layers and heads (for /explain)."""
-        maps = self.model.attention_weights(torch.tensor([list(tokens)], dtype=torch.long, device=self.model.tok_emb.weight.device))
+        device = self.model.tok_emb.weight.device
+        maps = self.model.attention_weights(torch.tensor([list(tokens)], dtype=torch.long, device=device))
         return maps.mean(dim=(0, 2))[0].tolist()
 
+    @torch.no_grad()
     def score_items(self, token_histories: Sequence[Sequence[int]],
                     items: Sequence[Sequence[str]]) -> list[list[Recommendation]]:
         """Given items instead of searched ones: each user's items in the order given, with the numbers a search

@@ -317,23 +317,26 @@ class Transformer(nn.Module):
     # ----- training
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final normed hidden states [B, T, d] of whole token streams [B, T] (no padding on the left)."""
-        T = tokens.shape[1]
-        self._check_length(T)
-        positions = torch.arange(T, device=tokens.device)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions)[None] + self._event_context(tokens)
-                      + self._item_input(tokens))
+        x = self.drop(self._embed(tokens))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The input of the first block for whole token streams [B, T]: tokens, positions, event context and
+        item rows."""
+        T = tokens.shape[1]
+        self._check_length(T)
+        positions = torch.arange(T, device=tokens.device)
+        return self.tok_emb(tokens) + self.pos_emb(positions)[None] + self._event_context(tokens) \
+            + self._item_input(tokens)
 
     @torch.no_grad()
     def attention_weights(self, tokens: torch.Tensor) -> torch.Tensor:
         """Causal attention probabilities [n_layers, B, n_heads, T, T] of whole token streams [B, T] (as `hidden`
         reads them): what /explain's attention heuristic aggregates. Spelled out, not fused, to expose them."""
+        x = self._embed(tokens)
         T = tokens.shape[1]
-        self._check_length(T)
-        x = self.tok_emb(tokens) + self.pos_emb(torch.arange(T, device=tokens.device))[None] \
-            + self._event_context(tokens) + self._item_input(tokens)
         causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
         maps = []
         for block in self.blocks:

@@ -6,8 +6,8 @@ import json
 import threading
 import time
 import urllib.error
-from dataclasses import dataclass
 import urllib.request
+from dataclasses import dataclass
 
 import numpy as np
 
